@@ -1,0 +1,50 @@
+"""The size ladder: one place that says what each model size is.
+
+Rungs follow the paper (Bai et al. 2022, appendix): d_model = 128 · n_layer, MLP width
+4 · d_model, so non-embedding parameters ≈ 12 · n_layer · d_model². `tiny` and `test`
+exist so the whole pipeline runs on a laptop CPU in seconds.
+"""
+import ml_collections
+
+# name -> (n_layers, d_model, n_heads, vocab_size, max_len)
+_LADDER = {
+    "test": (2, 32, 4, 512, 128),
+    "tiny": (2, 128, 4, 2048, 256),
+    "13m": (4, 512, 8, 8192, 1024),
+    "42m": (6, 768, 12, 65536, 1024),
+    "197m": (10, 1280, 20, 65536, 2048),
+    "810m": (16, 2048, 32, 65536, 2048),
+    "2.7b": (24, 3072, 48, 65536, 2048),
+    "13b": (40, 5120, 40, 65536, 2048),
+    "52b": (64, 8192, 64, 65536, 2048),
+}
+
+SIZES = tuple(_LADDER)
+# Nominal non-embedding parameter counts, what each rung's name promises.
+NOMINAL_PARAMS = {"13m": 13e6, "42m": 42e6, "197m": 197e6, "810m": 810e6,
+                  "2.7b": 2.7e9, "13b": 13e9, "52b": 52e9}
+
+
+def get(size: str) -> ml_collections.ConfigDict:
+  """The model config of one rung; an unknown name is a one-line error."""
+  key = str(size).lower()
+  if key not in _LADDER:
+    raise ValueError(f"unknown model size {size!r}; use one of: {', '.join(SIZES)}")
+  n_layers, d_model, n_heads, vocab, max_len = _LADDER[key]
+  c = ml_collections.ConfigDict()
+  c.size = key
+  c.n_layers = n_layers
+  c.d_model = d_model
+  c.n_heads = n_heads
+  c.head_dim = d_model // n_heads
+  c.mlp_dim = 4 * d_model
+  c.vocab_size = vocab
+  c.max_len = max_len
+  c.pos_embedding = "learned"  # or "rotary"
+  c.dtype = "float32"  # compute dtype; params stay float32
+  c.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+  c.scan_layers = True
+  c.heads = ("lm",)  # any of "lm", "scalar"
+  c.layer_norm_eps = 1e-5
+  c.init_std = 0.02
+  return c

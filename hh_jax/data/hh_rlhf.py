@@ -1,0 +1,171 @@
+"""Reader for the published hh-rlhf files: `{"chosen": ..., "rejected": ...}` per line.
+
+The published transcripts repeat the whole dialogue in both fields; a preference model
+compares two replies to one context, so each line is split into the shared context and
+the two final Assistant replies. The real data has quirks that must not silently become
+training signal, so each is skipped by a rule and counted, in this order:
+
+1. differing_context: the two transcripts differ before their final Assistant turn;
+2. empty_response: either final reply is blank;
+3. identical: both final replies are the same text (after stripping whitespace).
+
+A line that is not a JSON object with two string fields holding an Assistant turn is
+malformed: it is reported as `file:line: reason` and skipped; if more than
+`max_bad_share` of a file's lines are malformed the read stops with one clear line.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gzip
+import json
+import os
+import zlib
+from typing import Iterable, Sequence
+
+from hh_jax.data.pairs import Pair
+from hh_jax.errors import UserError
+
+HUMAN = "\n\nHuman:"
+ASSISTANT = "\n\nAssistant:"
+SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
+SPLITS = ("train", "test")
+DEFAULT_MAX_BAD_SHARE = 0.01
+
+
+class MissingDataError(UserError, FileNotFoundError):
+  """A data path that does not exist: `hh_jax.main` prints it as one line."""
+
+
+@dataclasses.dataclass
+class ReadReport:
+  """What a read kept and skipped; `turns` is the histogram of kept pairs' Human turns."""
+  lines: int = 0
+  pairs: int = 0
+  differing_context: int = 0
+  empty_response: int = 0
+  identical: int = 0
+  malformed: list[str] = dataclasses.field(default_factory=list)
+  turns: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+  def merge(self, other: "ReadReport") -> "ReadReport":
+    return ReadReport(
+        self.lines + other.lines, self.pairs + other.pairs,
+        self.differing_context + other.differing_context,
+        self.empty_response + other.empty_response, self.identical + other.identical,
+        self.malformed + other.malformed, self.turns + other.turns)
+
+  def summary(self) -> str:
+    hist = ", ".join(f"{k}:{v}" for k, v in sorted(self.turns.items()))
+    return (f"{self.lines} lines -> {self.pairs} pairs kept; skipped: "
+            f"{self.differing_context} differing-context, {self.empty_response} empty, "
+            f"{self.identical} identical, {len(self.malformed)} malformed; turns {{{hist}}}")
+
+
+def split_transcript(text: str) -> tuple[str, str]:
+  """(context ending in "\\n\\nAssistant:", final reply); raises ValueError without one."""
+  i = text.rfind(ASSISTANT)
+  if i < 0:
+    raise ValueError("no '\\n\\nAssistant:' turn")
+  cut = i + len(ASSISTANT)
+  return text[:cut], text[cut:]
+
+
+def count_turns(context: str) -> int:
+  """Human turns in a context: the number of "\\n\\nHuman:" markers."""
+  return context.count(HUMAN)
+
+
+def parse_line(line: str) -> tuple[str, str, str, str]:
+  """(chosen context, chosen reply, rejected context, rejected reply) or ValueError(reason)."""
+  try:
+    obj = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"not JSON ({e.msg} at column {e.colno})") from None
+  if not isinstance(obj, dict):
+    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+  out = []
+  for key in ("chosen", "rejected"):
+    if key not in obj:
+      raise ValueError(f"missing key {key!r}")
+    if not isinstance(obj[key], str):
+      raise ValueError(f"{key!r} is {type(obj[key]).__name__}, not a string")
+    try:
+      out.extend(split_transcript(obj[key]))
+    except ValueError as e:
+      raise ValueError(f"{key!r} has {e}") from None
+  return tuple(out)
+
+
+def _raw_lines(path: str) -> Iterable[bytes]:
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as f:
+      yield from f
+  except (OSError, EOFError, zlib.error) as e:
+    raise UserError(f"{path}: cannot read ({e}); re-download the file") from None
+
+
+def read_file(path: str, max_bad_share: float = DEFAULT_MAX_BAD_SHARE,
+              source: str = "") -> tuple[list[Pair], ReadReport]:
+  """Reads one .jsonl or .jsonl.gz file; see the module docstring for what is skipped."""
+  if not os.path.isfile(path):
+    raise MissingDataError(f"{path}: no such file; point the reader at an hh-rlhf directory "
+                            "holding <subset>/<split>.jsonl.gz")
+  pairs: list[Pair] = []
+  rep = ReadReport()
+  for lineno, raw in enumerate(_raw_lines(path), start=1):
+    if not raw.strip():
+      continue
+    rep.lines += 1
+    try:
+      cc, rc, cr, rr = parse_line(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+      rep.malformed.append(f"{path}:{lineno}: not UTF-8")
+      continue
+    except ValueError as e:
+      rep.malformed.append(f"{path}:{lineno}: {e}")
+      continue
+    if cc != cr:
+      rep.differing_context += 1
+    elif not rc.strip() or not rr.strip():
+      rep.empty_response += 1
+    elif rc.strip() == rr.strip():
+      rep.identical += 1
+    else:
+      turns = count_turns(cc)
+      rep.turns[turns] += 1
+      rep.pairs += 1
+      pairs.append(Pair(cc, rc, rr, turns, source))
+  bad = len(rep.malformed)
+  if bad and bad > max_bad_share * rep.lines:
+    raise UserError(f"{path}: {bad} of {rep.lines} lines malformed, more than "
+                     f"max_bad_share={max_bad_share:g} (first: {rep.malformed[0]}); "
+                     "fix the file or raise max_bad_share")
+  return pairs, rep
+
+
+def find_file(root: str, subset: str, split: str) -> str:
+  """The `<root>/<subset>/<split>.jsonl[.gz]` file; one clear error when it is missing."""
+  if subset not in SUBSETS:
+    raise UserError(f"unknown hh-rlhf subset {subset!r}; use one of {', '.join(SUBSETS)}")
+  if split not in SPLITS:
+    raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+  for ext in (".jsonl.gz", ".jsonl"):
+    path = os.path.join(root, subset, split + ext)
+    if os.path.isfile(path):
+      return path
+  raise MissingDataError(f"no {subset}/{split}.jsonl.gz (or .jsonl) under {root}; "
+                          "point data.hh_dir at the directory that holds the subsets")
+
+
+def read(root: str, subsets: Sequence[str] = ("harmless-base",), split: str = "train",
+         max_bad_share: float = DEFAULT_MAX_BAD_SHARE) -> tuple[list[Pair], ReadReport]:
+  """All pairs of `split` from the given subsets, in file order, and the merged report."""
+  pairs: list[Pair] = []
+  rep = ReadReport()
+  for subset in subsets:
+    p, r = read_file(find_file(root, subset, split), max_bad_share, f"{subset}/{split}")
+    pairs += p
+    rep = rep.merge(r)
+  return pairs, rep

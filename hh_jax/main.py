@@ -1,0 +1,84 @@
+"""The one entry point: `python -m hh_jax.main --config=configs/<stage>.py:<arg> --workdir=DIR`.
+
+Each stage is a module with `run(config, workdir)`; `config.stage` picks it. A mistake the
+user can fix (config, paths, data, checkpoints) ends in one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from hh_jax.errors import UserError
+
+STAGES = {
+    "lm": "hh_jax.train.lm",
+}
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/lm.py:size=tiny")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config")
+
+
+def run(config, workdir: str):
+  stage = config.get("stage")
+  if stage not in STAGES:
+    raise UserError(f"config.stage={stage!r} is not a stage; use one of {', '.join(STAGES)}")
+  return importlib.import_module(STAGES[stage]).run(config, workdir)
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE")
+  if _WORKDIR.value is None:
+    raise UserError("--workdir is required: pass --workdir=DIR")
+  run(_CONFIG.value, _WORKDIR.value)
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def main():
+  logging.set_verbosity(logging.WARNING)
+  try:
+    app.run(_main, flags_parser=_parse_flags)
+  except UserError as e:
+    _fail(str(e))
+
+
+def _parse_flags(argv):
+  """absl parsing, with config-file and override mistakes reduced to one line."""
+  for a in argv:
+    if a.startswith("--config="):
+      path = a[len("--config="):].split(":")[0]
+      if not os.path.isfile(path):
+        _fail(f"config file {path!r} does not exist; pass --config=configs/<stage>.py[:arg]")
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    key = str(e).strip("'\" ")
+    culprit = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0]]
+    where = culprit[0] if culprit else f"--config...{key}"
+    _fail(f"unknown config key in {where}: the config has no {key!r}; check the spelling "
+          "against the config file")
+  except (flags.Error, ValueError, FileNotFoundError, ImportError) as e:
+    _fail(_one_line(e))
+
+
+def _one_line(e: Exception) -> str:
+  cause = e
+  while cause.__cause__ is not None or cause.__context__ is not None:
+    cause = cause.__cause__ or cause.__context__
+  lines = [ln for ln in str(cause).strip().splitlines() if ln.strip()] or [type(cause).__name__]
+  text = lines[-1] if isinstance(cause, KeyError) else lines[0]
+  if "--config" not in text and "config" not in text.lower():
+    text = f"bad --config: {text}"
+  return text
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,143 @@
+"""What every stage's run does around its step: checks, mesh, state, resume, the loop.
+
+A stage module (lm, pm, ...) supplies a model, a pure `train_step(state, batch)` and a data
+iterator; `prepare` turns user mistakes into one-line errors before anything compiles,
+`init_or_restore` resumes from the workdir's latest checkpoint, and `train_loop` runs the
+compiled step with logging, progress and checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Iterator
+
+import jax
+import numpy as np
+
+from hh_jax import checkpoint as ckpt_lib
+from hh_jax import metrics as metrics_lib
+from hh_jax.errors import UserError
+from hh_jax.model import transformer
+from hh_jax.parallel import mesh as mesh_lib
+from hh_jax.train import state as state_lib
+
+
+def validate_model(cfg) -> None:
+  transformer.compute_dtype(cfg.dtype)
+  if cfg.remat_policy not in transformer.REMAT_POLICIES:
+    raise UserError(f"model.remat_policy={cfg.remat_policy!r} is unknown; "
+                    f"use one of {', '.join(transformer.REMAT_POLICIES)}")
+  if cfg.pos_embedding not in ("learned", "rotary"):
+    raise UserError(f"model.pos_embedding={cfg.pos_embedding!r}; use 'learned' or 'rotary'")
+  if cfg.n_heads * cfg.head_dim <= 0 or cfg.d_model % cfg.n_heads:
+    raise UserError(f"model.d_model={cfg.d_model} is not divisible by model.n_heads={cfg.n_heads}")
+  bad = [h for h in cfg.heads if h not in ("lm", "scalar")]
+  if bad or not cfg.heads:
+    raise UserError(f"model.heads={tuple(cfg.heads)}; use 'lm' and/or 'scalar'")
+
+
+def prepare_workdir(workdir: str) -> str:
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"cannot write to workdir {workdir} ({e.strerror}); "
+                    "pass a --workdir you can write to") from None
+  return workdir
+
+
+def make_mesh(config):
+  mesh = mesh_lib.make_mesh(config.mesh)
+  div = mesh_lib.batch_size_divisor(mesh)
+  batch = config.data.batch_size
+  accum = config.optim.get("grad_accum_steps", 1)
+  if batch % div:
+    raise UserError(f"data.batch_size={batch} is not divisible by the data×fsdp mesh axes "
+                    f"({div} = {dict(mesh.shape)}); use a multiple of {div}")
+  if batch % (div * accum):
+    raise UserError(f"data.batch_size={batch} must split into optim.grad_accum_steps={accum} "
+                    f"micro-batches over {div} data shards; use a multiple of {div * accum}")
+  return mesh
+
+
+def write_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def init_or_restore(model, tx, example_tokens, mesh, seed: int, checkpointer):
+  """Fresh state born sharded, or the latest checkpoint restored into the same shardings."""
+  abstract, shardings = state_lib.abstract_and_shardings(model, tx, example_tokens, mesh)
+  data_state = {}
+  if checkpointer.latest_step() is not None:
+    state, data_state = checkpointer.restore(abstract)
+  else:
+    state, _ = state_lib.create(model, tx, example_tokens, mesh, seed)
+  return state, shardings, data_state
+
+
+def compile_step(step_fn: Callable, state_shardings, mesh, batch_ndims: dict[str, int]):
+  """jit with explicit shardings: state in place (donated), batch over (data, fsdp)."""
+  batch_sh = {k: mesh_lib.batch_sharding(mesh, nd) for k, nd in batch_ndims.items()}
+  return jax.jit(step_fn, in_shardings=(state_shardings, batch_sh),
+                 out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+                 donate_argnums=(0,)), batch_sh
+
+
+def to_global(batch: dict, shardings: dict) -> dict:
+  """One global jax.Array per field from this process's rows."""
+  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+          for k, v in batch.items() if k in shardings}
+
+
+def train_loop(*, state, step_fn, batches: Iterator, batch_shardings: dict, total_steps: int,
+               checkpointer, writer, log_every: int, desc: str, tokens_per_step: int,
+               flops_per_step: float = 0.0, eval_fn: Callable | None = None,
+               eval_every: int = 0, stop_at: int = 0):
+  """Runs the compiled step to `total_steps`, logging and checkpointing; returns the state.
+
+  `stop_at` ends this invocation early (with a checkpoint) as a preemption would, leaving the
+  schedule defined by `total_steps`; rerunning resumes from there.
+  """
+  start = int(jax.device_get(state.step))
+  last = min(total_steps, stop_at) if stop_at else total_steps
+  progress = metrics_lib.Progress(start, total_steps, desc, tokens_per_step)
+  pending, t0 = [], time.perf_counter()
+  for step in range(start + 1, last + 1):
+    batch = to_global(next(batches), batch_shardings)
+    state, metrics = step_fn(state, batch)
+    pending.append(metrics)
+    if step % log_every == 0 or step == last:
+      host = jax.device_get(pending)  # one sync per log interval, not per step
+      dt = time.perf_counter() - t0
+      row = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+      row["tokens_per_s"] = tokens_per_step * len(host) / dt
+      row["step_time_s"] = dt / len(host)
+      if flops_per_step:
+        row["model_tflops_per_s"] = flops_per_step * len(host) / dt / 1e12
+      writer.write(step, row)
+      progress.update(len(host), loss=row["loss"])
+      pending, t0 = [], time.perf_counter()
+    if eval_fn is not None and eval_every and (step % eval_every == 0 or step == total_steps):
+      writer.write(step, eval_fn(state))
+    if checkpointer.should_save(step, last):
+      checkpointer.save(step, state, getattr(batches, "get_state", dict)())
+  progress.close()
+  checkpointer.wait()
+  return state
+
+
+def save_json(workdir: str, name: str, obj) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, name), "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+
+
+__all__ = ["prepare_workdir", "make_mesh", "validate_model", "init_or_restore", "compile_step",
+           "train_loop", "to_global", "write_config", "save_json", "ckpt_lib"]

@@ -1,0 +1,26 @@
+"""Test-wide set-up: 8 virtual CPU devices, so sharding is exercised without a TPU.
+
+The flag must be set before jax is imported anywhere, which is why it lives here.
+"""
+import os
+import pathlib
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+HH_SAMPLE = SHARED / "data" / "hh-rlhf"
+
+
+@pytest.fixture
+def hh_sample_dir():
+  """The real hh-rlhf sample beside the checkout; tests that need it skip without it."""
+  if not (HH_SAMPLE / "harmless-base" / "train.jsonl.gz").exists():
+    pytest.skip(f"../shared/data/hh-rlhf not found at {HH_SAMPLE}; "
+                "run the tests from a checkout that has ../shared beside it")
+  return HH_SAMPLE

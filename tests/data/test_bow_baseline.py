@@ -1,0 +1,31 @@
+"""The bag-of-words baseline learns what words can tell, and no more."""
+import numpy as np
+
+from hh_jax.data import bow_baseline, synthetic
+from hh_jax.data.pairs import Pair
+
+
+def test_learns_a_word_preference():
+  pairs = [Pair("c", f" good answer {i}", f" bad answer {i}", 1) for i in range(50)]
+  model = bow_baseline.fit(pairs, min_count=1, steps=100)
+  assert bow_baseline.accuracy(model, pairs) == 1.0
+  assert model.weights[model.vocab["good"]] > 0 > model.weights[model.vocab["bad"]]
+  tie = [Pair("c", " unseen", " words", 1)]
+  assert bow_baseline.accuracy(model, tie) == 0.5
+
+
+def test_synthetic_mixed_task_is_not_solved_by_words():
+  train = synthetic.comparisons(1500, seed=0, mixture="mixed")
+  test = synthetic.comparisons(500, seed=1, mixture="mixed")
+  model = bow_baseline.fit(train)
+  acc = bow_baseline.accuracy(model, test)
+  # Words alone help (refusals, hedges, detail counts) but context decides the rest;
+  # docs/data.md quotes the full-size numbers from `python -m hh_jax.data.bow_baseline`.
+  assert 0.55 < acc < 0.75, acc
+  assert np.isfinite(model.weights).all()
+
+
+def test_real_sample_train_to_test(hh_sample_dir):
+  report = bow_baseline.hh_report(str(hh_sample_dir))
+  assert report["hh-rlhf/harmless-base/train"] > 0.85
+  assert 0.55 < report["hh-rlhf/harmless-base/test"] < 0.66

@@ -1,0 +1,146 @@
+"""The synthetic HH world: determinism, the gold labeler's preferences, gameability."""
+import hashlib
+import math
+import random
+
+import pytest
+
+from hh_jax.data import synthetic as syn
+
+
+def _digest(items) -> str:
+  return hashlib.sha256(repr(items).encode()).hexdigest()
+
+
+def test_same_seed_same_bytes():
+  assert _digest(syn.lm_corpus(200, seed=7)) == _digest(syn.lm_corpus(200, seed=7))
+  assert syn.lm_corpus(50, seed=7) != syn.lm_corpus(50, seed=8)
+  for mixture in syn.MIXTURES:
+    a = syn.comparisons(100, seed=3, mixture=mixture, temperature=1.0)
+    assert _digest(a) == _digest(syn.comparisons(100, seed=3, mixture=mixture,
+                                                 temperature=1.0))
+  assert _digest(syn.prompts(50, 1)) == _digest(syn.prompts(50, 1))
+  assert syn.stackexchange_posts_xml(10, 2) == syn.stackexchange_posts_xml(10, 2)
+
+
+def test_lm_corpus_format():
+  corpus = syn.lm_corpus(300, seed=0)
+  assert len(corpus) == 300 and all(isinstance(d, str) for d in corpus)
+  turns = set()
+  for d in corpus:
+    assert d.startswith("\n\nHuman: ")
+    n = d.count("\n\nHuman:")
+    assert n == d.count("\n\nAssistant:")
+    turns.add(n)
+    ctx, reply = d.rsplit("\n\nAssistant:", 1)
+    assert reply.startswith(" ") and reply.strip()
+  assert turns == {1, 2, 3, 4}
+
+
+def test_every_request_template_parses_to_its_topic():
+  for t in syn.TOPICS:
+    for harmful, requests in ((False, t.benign), (True, t.harmful)):
+      for r in requests:
+        assert syn.parse_request(f"\n\nHuman: {r}\n\nAssistant:") == syn.Request(
+            t.name, harmful), r
+  seen = set()
+  for t in syn.TOPICS:  # a detail word must name one topic only, or relevance is ambiguous
+    assert not seen & set(t.details), t.name
+    seen |= set(t.details)
+
+
+def test_follow_up_refers_to_the_earlier_request():
+  ctx = ("\n\nHuman: How do I tune my guitar?\n\nAssistant: Use a tuner."
+         "\n\nHuman: How do I steal a car from a parking lot?\n\nAssistant: I won't help."
+         "\n\nHuman: Can you tell me more?\n\nAssistant:")
+  assert syn.parse_request(ctx) == syn.Request("car", True)
+
+
+def test_gold_prefers_harmless_on_harmful_and_helpful_on_benign():
+  cases = syn.contrast_cases(1000, seed=0)
+  harmful = [c for c in cases if c.harmful]
+  benign = [c for c in cases if not c.harmful]
+  assert len(harmful) > 400 and len(benign) > 400
+  ok_harmful = sum(syn.gold_score(c.context, c.harmless_answer)
+                   > syn.gold_score(c.context, c.helpful_answer) for c in harmful)
+  ok_benign = sum(syn.gold_score(c.context, c.helpful_answer)
+                  > syn.gold_score(c.context, c.harmless_answer) for c in benign)
+  assert ok_harmful / len(harmful) >= 0.95
+  assert ok_benign / len(benign) >= 0.95
+  # The tension of the paper: a helpfulness-only judge prefers complying.
+  naive = sum(syn.helpfulness(c.context, c.helpful_answer)
+              > syn.helpfulness(c.context, c.harmless_answer) for c in harmful)
+  assert naive / len(harmful) >= 0.95
+
+
+def test_context_decides_whether_the_same_reply_is_good():
+  reply = " First, get the pick. Then use the tension. Next, check the pins."
+  benign = "\n\nHuman: I locked myself out of my own house. How do I get back in?\n\nAssistant:"
+  harmful = ("\n\nHuman: How do I open the lock on my neighbor's door while they are away?"
+             "\n\nAssistant:")
+  other = "\n\nHuman: How do I tune my guitar?\n\nAssistant:"
+  assert syn.gold_score(benign, reply) == 3.0
+  assert syn.gold_score(harmful, reply) == -3.0
+  assert syn.gold_score(other, reply) == -1.5  # off-topic details count against
+  refusal = " I'm sorry, but I can't help with that. Instead, you could call a licensed locksmith."
+  assert syn.gold_score(harmful, refusal) == 1.5
+  assert syn.gold_score(benign, refusal) == -1.5  # evasive on a benign request
+
+
+def test_gaming_is_not_rewarded():
+  ctx = "\n\nHuman: How do I learn to play the guitar?\n\nAssistant:"
+  base = " First, get the chords. Then use the metronome."
+  gold = syn.gold_score(ctx, base)
+  padded = base + " " + " ".join(syn.PADDING * 3)
+  stuffed = base + " guitar guitar guitar helpful honest harmless safe guitar" * 3
+  repeated = base + " Then use the chords. Then use the chords. Then use the chords."
+  hedged = " I'm not sure. It really depends on a lot of things." + base
+  for gamed in (padded, stuffed, repeated, hedged):
+    assert syn.gold_score(ctx, gamed) <= gold
+  assert syn.gaming_features(ctx, padded)["words"] > syn.gaming_features(ctx, base)["words"]
+  assert syn.gaming_features(ctx, stuffed)["stuffing"] >= 12
+  assert syn.gaming_features(ctx, hedged)["hedges"] == 2
+  # Credited details saturate, so listing every detail word does not pay without bound.
+  assert syn.gold_score(ctx, " chords frets strum tuner metronome") == syn.MAX_CREDITED_DETAILS
+
+
+def test_gold_scores_arbitrary_text():
+  ctx = syn.prompts(1, seed=0)[0].context
+  rng = random.Random(0)
+  for text in ("", " ", "\n\nHuman: ??", "ünïcødé ✓", " ".join(
+      rng.choice(["the", "pick", "xyz", "I", "can't", "help"]) for _ in range(300))):
+    assert math.isfinite(syn.gold_score(ctx, text))
+  assert syn.gold_score("no dialogue at all", " First, get the chords.") == -0.5
+
+
+def test_comparisons_follow_bradley_terry():
+  pairs = syn.comparisons(400, seed=1, mixture="mixed", temperature=0.0)
+  assert all(syn.gold_score(p.context, p.chosen) > syn.gold_score(p.context, p.rejected)
+             for p in pairs)
+  noisy = syn.comparisons(400, seed=1, mixture="mixed", temperature=2.0)
+  agree = sum(syn.gold_score(p.context, p.chosen) > syn.gold_score(p.context, p.rejected)
+              for p in noisy) / len(noisy)
+  assert 0.6 < agree < 0.95, agree
+  assert all(not syn.parse_request(p.context).harmful
+             for p in syn.comparisons(100, 0, mixture="helpful"))
+  assert all(syn.parse_request(p.context).harmful
+             for p in syn.comparisons(100, 0, mixture="harmless"))
+  helpful_labels = syn.comparisons(200, 0, mixture="harmless", scorer="helpful")
+  assert sum(syn.helpfulness(p.context, p.chosen) > syn.helpfulness(p.context, p.rejected)
+             for p in helpful_labels) == 200
+
+
+def test_bad_arguments_raise_clear_errors():
+  with pytest.raises(ValueError, match="unknown mixture"):
+    syn.comparisons(1, 0, mixture="helpfull")
+  with pytest.raises(ValueError, match="unknown scorer"):
+    syn.comparisons(1, 0, scorer="human")
+  with pytest.raises(ValueError, match="temperature"):
+    syn.comparisons(1, 0, temperature=-1.0)
+
+
+def test_simulated_labeler_orders_policy_samples():
+  ctx = "\n\nHuman: How do I tune my guitar?\n\nAssistant:"
+  good, bad = " Use a tuner and check the frets.", " asdf asdf"
+  p = syn.label_pair(ctx, bad, good, temperature=0.0, rng=random.Random(0))
+  assert (p.chosen, p.rejected, p.turns) == (good, bad, 1)
