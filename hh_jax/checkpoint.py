@@ -15,6 +15,9 @@ import orbax.checkpoint as ocp
 
 from hh_jax.errors import UserError
 
+# A PM's score normalization (mean/std on a reference set), written beside its checkpoints.
+REWARD_STATS_FILE = "reward_stats.json"
+
 
 class Checkpointer:
   """A CheckpointManager under `<workdir>/checkpoints` with the two items above."""
@@ -69,3 +72,84 @@ def first_line(err: Exception, limit: int = 300) -> str:
 def to_host(tree):
   """Fully-replicated numpy copy of a (sharded) pytree, for tests and small exports."""
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def _path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def _shape_hint(path: str) -> str:
+  if path.startswith("embedding"):
+    return "the tokenizer/vocabulary differs; use model.vocab_size of the source run"
+  return "the model size differs; use the model size of the source run"
+
+
+def restore_params(directory: str, abstract_params, step: int | None = None):
+  """Restores the parameters of another stage's checkpoint that the target model also has.
+
+  `abstract_params` is the target's params tree of ShapeDtypeStructs with shardings; each
+  leaf the checkpoint holds is read straight into its target shards (orbax partial
+  restore), so an LM trunk becomes a PM trunk without ever being whole on one host.
+  Leaves only the checkpoint has (say an optimizer state) are ignored; leaves only the
+  target has (a fresh scalar head) are returned in `missing` for the caller to keep from
+  its own init. A leaf whose shape differs is a one-line UserError naming both shapes and
+  the checkpoint path. Returns (params restored, missing: list of "a/b/c" paths).
+  """
+  directory = os.path.abspath(directory)
+  if not os.path.isdir(directory):
+    raise UserError(f"no checkpoint directory {directory}; run the producing stage first or "
+                    "point the config at its workdir")
+  mgr = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(create=False),
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                     "data": ocp.JsonCheckpointHandler()})
+  try:
+    step = mgr.latest_step() if step is None else step
+    if step is None:
+      raise UserError(f"no checkpoint in {directory}; run the producing stage first "
+                      "or point the config at a workdir that has one")
+    meta = mgr.item_metadata(step)["state"]
+    source = getattr(meta, "tree", meta)["params"]
+    source_leaves = {_path_str(p): leaf for p, leaf in
+                     jax.tree_util.tree_flatten_with_path(source)[0]}
+    wanted, missing = {}, []
+    for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
+      name = _path_str(p)
+      if name not in source_leaves:
+        missing.append(name)
+        continue
+      have = tuple(source_leaves[name].shape)
+      if have != tuple(leaf.shape):
+        raise UserError(f"cannot restore params/{name} from {directory}/{step}: the checkpoint "
+                        f"has shape {have}, this model needs {tuple(leaf.shape)}; "
+                        f"{_shape_hint(name)}")
+      wanted[name] = leaf
+    subset = _unflatten(wanted)
+    if not subset:
+      raise UserError(f"checkpoint {directory}/{step} shares no parameters with this model; "
+                      "point the config at an LM, PMP or PM workdir")
+    out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item={"params": subset},
+        restore_args=ocp.checkpoint_utils.construct_restore_args({"params": subset}),
+        partial_restore=True)))
+  finally:
+    mgr.close()
+  return out["state"]["params"], missing
+
+
+def _unflatten(flat: dict) -> dict:
+  tree: dict = {}
+  for name, leaf in flat.items():
+    *parents, last = name.split("/")
+    node = tree
+    for k in parents:
+      node = node.setdefault(k, {})
+    node[last] = leaf
+  return tree
+
+
+def merge_params(fresh, restored):
+  """`fresh` with every leaf that `restored` (a subtree of the same nesting) also has."""
+  if not isinstance(fresh, dict):
+    return restored
+  return {k: merge_params(v, restored[k]) if k in restored else v for k, v in fresh.items()}

@@ -16,6 +16,10 @@ from hh_jax.errors import UserError
 
 STAGES = {
     "lm": "hh_jax.train.lm",
+    "pmp": "hh_jax.train.pm",
+    "pm": "hh_jax.train.pm",
+    "pm_eval": "hh_jax.eval.pm_eval",
+    "pm_scaling": "hh_jax.eval.pm_scaling",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/lm.py:size=tiny")

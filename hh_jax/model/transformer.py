@@ -8,6 +8,11 @@ runs on one CPU or a pod slice.
 Positions are counted over real tokens only (cumsum of the mask), so left- and
 right-padding give the same activations at every real token: a PM score read at the EOC
 token does not depend on how the batch was padded.
+
+Decoding reuses the same module with a KV cache (`init_cache`, then `__call__(..., cache=)`):
+new tokens attend to the cached keys/values plus each other, and come out with the
+positions and logits the full forward pass would give them, so a sampler's log-probs are
+the ones a loss computes. The param tree is the same with or without a cache.
 """
 from __future__ import annotations
 
@@ -102,7 +107,12 @@ class Attention(nn.Module):
   cfg: Any
 
   @nn.compact
-  def __call__(self, x, bias, positions):
+  def __call__(self, x, bias, positions, kv=None):
+    """Returns (y, (k, v)) with k, v the new tokens' keys/values [batch, seq, heads, head_dim].
+
+    kv: optional cached (keys, values) [batch, cache_len, heads, head_dim] of earlier
+    tokens; then `bias` is [batch, seq, cache_len + seq] over (cache slots, new tokens).
+    """
     cfg = self.cfg
     dtype = compute_dtype(cfg.dtype)
     std = cfg.init_std
@@ -119,13 +129,24 @@ class Attention(nn.Module):
     q = _constrain(q, ("batch", "act_length", "act_heads", None))
     q = q * (cfg.head_dim ** -0.5)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)  # [batch, heads, q, k]
-    probs = jax.nn.softmax(logits + bias[:, None, :, :], axis=-1).astype(dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq, heads, head_dim]
+    if kv is None:
+      probs = jax.nn.softmax(logits + bias[:, None, :, :], axis=-1).astype(dtype)
+      out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq, heads, head_dim]
+    else:
+      # Cached and new keys as two dots joined in the softmax, so the cache is only read,
+      # never copied: in a decode loop it is updated in place once, after all layers.
+      k_cache, v_cache = kv
+      cache_len = k_cache.shape[1]
+      old = jnp.einsum("bqhd,bkhd->bhqk", q, k_cache.astype(dtype)).astype(jnp.float32)
+      logits = jnp.concatenate([old, logits], axis=-1)  # [batch, heads, q, cache_len + q]
+      probs = jax.nn.softmax(logits + bias[:, None, :, :], axis=-1).astype(dtype)
+      out = (jnp.einsum("bhqk,bkhd->bqhd", probs[..., :cache_len], v_cache.astype(dtype))
+             + jnp.einsum("bhqk,bkhd->bqhd", probs[..., cache_len:], v))
     # Output projection scaled down by depth, as in GPT-2, so the residual stream starts calm.
     out_std = std / (2 * cfg.n_layers) ** 0.5
     y = Projection((cfg.n_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), out_std,
                    dtype, name="out")(out)  # [batch, seq, embed]
-    return y
+    return y, (k, v)
 
 
 class Mlp(nn.Module):
@@ -150,13 +171,14 @@ class Block(nn.Module):
   cfg: Any
 
   @nn.compact
-  def __call__(self, x, bias, positions):
-    h = Attention(self.cfg, name="attn")(LayerNorm(self.cfg.layer_norm_eps, name="ln1")(x),
-                                            bias, positions)
+  def __call__(self, x, bias, positions, kv=None):
+    """kv: this layer's cached (keys, values), or None; returns (x, new (k, v) or None)."""
+    h, new_kv = Attention(self.cfg, name="attn")(
+        LayerNorm(self.cfg.layer_norm_eps, name="ln1")(x), bias, positions, kv)
     x = x + h
     x = x + Mlp(self.cfg, name="mlp")(LayerNorm(self.cfg.layer_norm_eps, name="ln2")(x))
     x = _constrain(x, ("batch", "act_length", "act_embed"))
-    return x, None
+    return x, (None if kv is None else new_kv)
 
 
 def _block_class(cfg):
@@ -176,9 +198,39 @@ def attention_bias(mask):
   return jnp.where(allowed, 0.0, NEG_INF).astype(jnp.float32)
 
 
-def positions_from_mask(mask):
-  """Position of each token among the real ones: padding never shifts a position."""
-  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)  # [batch, seq]
+def positions_from_mask(mask, offset=None):
+  """Position of each token among the real ones: padding never shifts a position.
+
+  offset: [batch] real tokens before these (those already in a KV cache), or None.
+  """
+  counts = jnp.cumsum(mask.astype(jnp.int32), axis=-1)  # [batch, seq]
+  if offset is not None:
+    counts = counts + offset[:, None]
+  return jnp.maximum(counts - 1, 0)  # [batch, seq]
+
+
+CACHE_AXES = ("layers", "batch", "act_length", "act_heads", None)
+
+
+def init_cache(cfg, batch: int, length: int):
+  """An empty KV cache for `length` tokens, to pass as `Transformer(cfg)(..., cache=)`.
+
+  k, v: [layers, batch, length, heads, head_dim] in the compute dtype; mask: [batch, length]
+  1 on slots holding a real token; index: [] the next free slot, shared by all rows (prompts
+  are left-padded to one length, so every row writes the same slot at each step).
+  """
+  shape = (cfg.n_layers, batch, length, cfg.n_heads, cfg.head_dim)
+  dtype = compute_dtype(cfg.dtype)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+          "mask": jnp.zeros((batch, length), jnp.int32), "index": jnp.zeros((), jnp.int32)}
+
+
+def _cache_bias(cache_mask, mask):
+  """Bias of new tokens over (cache slots, new tokens): [batch, seq, cache_len + seq]."""
+  seq = mask.shape[1]
+  old = jnp.where(cache_mask.astype(bool), 0.0, NEG_INF).astype(jnp.float32)  # [batch, len]
+  old = jnp.broadcast_to(old[:, None, :], (mask.shape[0], seq, old.shape[1]))
+  return jnp.concatenate([old, attention_bias(mask)], axis=-1)
 
 
 class Transformer(nn.Module):
@@ -205,7 +257,7 @@ class Transformer(nn.Module):
     if cfg.scan_layers:
       self.layers = nn.scan(
           block, variable_axes={"params": 0}, split_rngs={"params": True},
-          in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
+          in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.n_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
     else:
       self.layers = [block(cfg, name=f"layer_{i}") for i in range(cfg.n_layers)]
@@ -215,13 +267,19 @@ class Transformer(nn.Module):
                                   kernel_init=_init(("embed", None), cfg.init_std),
                                   bias_init=_init((None,)))
 
-  def __call__(self, tokens, mask=None):
-    """tokens, mask: [batch, seq] int; mask is 1 on real tokens (default: all real)."""
+  def __call__(self, tokens, mask=None, cache=None, last_only=False):
+    """tokens, mask: [batch, seq] int; mask is 1 on real tokens (default: all real).
+
+    cache: a KV cache from `init_cache` holding the tokens before these; they are appended
+    at `cache["index"]` and the updated cache comes back as `out["cache"]`. last_only:
+    heads on the last position only ([batch, 1, ...]), all a sampler needs after a prefill.
+    """
     cfg = self.cfg
     dtype = compute_dtype(cfg.dtype)
     if mask is None:
       mask = jnp.ones_like(tokens)
-    positions = positions_from_mask(mask)  # [batch, seq]
+    offset = None if cache is None else jnp.sum(cache["mask"], axis=-1)  # [batch]
+    positions = positions_from_mask(mask, offset)  # [batch, seq]
     # Gather from the table all-gathered (as FSDP does for every layer's weights): a gather
     # across shards would make XLA replicate it anyway, with a warning per step.
     table = _constrain(self.embed, (None, None))
@@ -229,17 +287,38 @@ class Transformer(nn.Module):
     if cfg.pos_embedding == "learned":
       x = x + jnp.take(_constrain(self.pos_embed, (None, None)), positions, axis=0)
     x = _constrain(x.astype(dtype), ("batch", "act_length", "act_embed"))
-    bias = attention_bias(mask)  # [batch, seq, seq]
-    if cfg.scan_layers:
-      x, _ = self.layers(x, bias, positions)
+    if cache is None:
+      bias, kv = attention_bias(mask), None  # [batch, seq, seq]
     else:
-      for layer in self.layers:
-        x, _ = layer(x, bias, positions)
+      bias = _cache_bias(cache["mask"], mask)  # [batch, seq, cache_len + seq]
+      kv = (cache["k"], cache["v"])  # each [layers, batch, cache_len, heads, head_dim]
+    if cfg.scan_layers:
+      x, new_kv = self.layers(x, bias, positions, kv)
+    else:
+      new_kv = []
+      for i, layer in enumerate(self.layers):
+        x, layer_kv = layer(x, bias, positions, None if kv is None else (kv[0][i], kv[1][i]))
+        new_kv.append(layer_kv)
+      new_kv = None if kv is None else jax.tree.map(lambda *a: jnp.stack(a), *new_kv)
+    if last_only:
+      x = x[:, -1:]
     h = self.ln_f(x)  # [batch, seq, embed]
     out = {"hidden": h}
+    if cache is not None:
+      out["cache"] = _append(cache, new_kv, mask)
     if "lm" in cfg.heads:
       logits = jnp.einsum("bse,ve->bsv", h, self.embed.astype(dtype))  # [batch, seq, vocab]
       out["logits"] = _constrain(logits.astype(jnp.float32), ("batch", "act_length", "act_vocab"))
     if "scalar" in cfg.heads:
       out["scalar"] = self.scalar_head(h.astype(jnp.float32))[..., 0]  # [batch, seq]
     return out
+
+
+def _append(cache, new_kv, mask):
+  """Writes the new tokens' k/v [layers, batch, seq, heads, head_dim] at the cache index."""
+  i = cache["index"]
+  k = jax.lax.dynamic_update_slice(cache["k"], new_kv[0].astype(cache["k"].dtype), (0, 0, i, 0, 0))
+  v = jax.lax.dynamic_update_slice(cache["v"], new_kv[1].astype(cache["v"].dtype), (0, 0, i, 0, 0))
+  m = jax.lax.dynamic_update_slice(cache["mask"], mask.astype(jnp.int32), (0, i))
+  return {"k": _constrain(k, CACHE_AXES), "v": _constrain(v, CACHE_AXES), "mask": m,
+          "index": i + mask.shape[1]}

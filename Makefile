@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with Python 3: `make run` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= workdir
+PYTEST_ARGS ?=
+
+.PHONY: run test bench bench-peers clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+# The main job on the built-in default: LM pretraining of the tiny rung on the synthetic corpus.
+run: $(VENV)/.installed
+	$(BIN)/python -m hh_jax.main --config=configs/lm.py:size=tiny --workdir=$(WORKDIR)/lm
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
+
+# The PyTorch peer lives in its own environment; hh_jax never imports it.
+bench-peers: bench/peers/.venv/.installed
+bench/peers/.venv/.installed: bench/peers/requirements.txt
+	$(PY) -m venv bench/peers/.venv
+	bench/peers/.venv/bin/pip install -q -r bench/peers/requirements.txt
+	touch $@
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/lm_step.py
+
+clean:
+	rm -rf $(WORKDIR)

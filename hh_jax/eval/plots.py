@@ -1,0 +1,80 @@
+"""PNG figures for PM evaluation: reliability diagram, score histograms, the scaling plot.
+
+matplotlib with the Agg backend, so plots render on a headless machine.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
+import numpy as np  # noqa: E402
+
+
+def reliability_diagram(bins: Sequence[dict], ece: float, path: str, title: str = "") -> None:
+  """Observed frequency vs predicted P(A beats B) per bin, with the diagonal."""
+  fig, ax = plt.subplots(figsize=(4.5, 4.5))
+  full = [b for b in bins if b["n"]]
+  ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+  ax.plot([b["predicted"] for b in full], [b["observed"] for b in full], "o-",
+          label=f"PM (ECE {ece:.3f})")
+  ax.set_xlabel("predicted P(A preferred) = σ(r_A − r_B)")
+  ax.set_ylabel("observed frequency A preferred")
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1)
+  ax.set_title(title or "PM calibration")
+  ax.legend(loc="upper left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def score_histogram(chosen: np.ndarray, rejected: np.ndarray, path: str, title: str = "") -> None:
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  both = np.concatenate([chosen, rejected])
+  edges = np.linspace(both.min(), both.max() + 1e-6, 41)
+  ax.hist(chosen, bins=edges, alpha=0.6, label="chosen")
+  ax.hist(rejected, bins=edges, alpha=0.6, label="rejected")
+  ax.set_xlabel("PM score")
+  ax.set_ylabel("count")
+  ax.set_title(title or "PM score distribution")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def gold_scatter(pm: np.ndarray, gold: np.ndarray, rho: float, path: str) -> None:
+  fig, ax = plt.subplots(figsize=(4.5, 4))
+  ax.scatter(gold, pm, s=4, alpha=0.4)
+  ax.set_xlabel("gold score")
+  ax.set_ylabel("PM score")
+  ax.set_title(f"PM vs gold (Spearman {rho:.3f})")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def scaling(rows: Sequence[dict], path: str) -> None:
+  """Accuracy vs number of train pairs (one line per size) and vs params (one per data size)."""
+  fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
+  sizes = sorted({r["size"] for r in rows}, key=lambda s: min(r["params"] for r in rows
+                                                               if r["size"] == s))
+  datas = sorted({r["num_train"] for r in rows})
+  for s in sizes:
+    rs = sorted((r for r in rows if r["size"] == s), key=lambda r: r["num_train"])
+    a1.plot([r["num_train"] for r in rs], [r["accuracy"] for r in rs], "o-", label=s)
+  for n in datas:
+    rs = sorted((r for r in rows if r["num_train"] == n), key=lambda r: r["params"])
+    a2.plot([r["params"] for r in rs], [r["accuracy"] for r in rs], "o-", label=f"{n} pairs")
+  for ax, xl in ((a1, "train comparisons"), (a2, "non-embedding parameters")):
+    ax.set_xscale("log")
+    ax.set_xlabel(xl)
+    ax.set_ylabel("held-out PM accuracy")
+    ax.legend()
+  fig.suptitle("PM accuracy vs data and model size")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -1,0 +1,145 @@
+"""The reward every later stage asks for: a trained PM that scores (context, response) texts.
+
+`PMScorer.from_workdir(pm_workdir)` loads the PM's config, tokenizer and latest params
+(only the params: an orbax partial restore into the scorer's own shardings) and the
+normalization statistics that the PM stage wrote beside its checkpoint. Scoring encodes
+each `context + response` with EOC appended (keeping the end of a too-long dialogue),
+pads to a power-of-two length bucket and a fixed batch size, so a sampler calling it
+with ragged text triggers only a handful of compilations.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from hh_jax import checkpoint as ckpt_lib
+from hh_jax.data import pairs as pairs_lib, tokenizer as tok_lib
+from hh_jax.errors import UserError
+from hh_jax.model.transformer import Transformer
+from hh_jax.parallel import mesh as mesh_lib
+from hh_jax.train import state as state_lib
+
+MIN_BUCKET = 16
+
+
+def _bucket(n: int, seq_len: int) -> int:
+  b = MIN_BUCKET
+  while b < n:
+    b *= 2
+  return min(b, seq_len)
+
+
+def _one_device_mesh():
+  cfg = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1})
+  return mesh_lib.make_mesh(cfg, devices=jax.devices()[:1])
+
+
+def scalar_model_config(model_cfg) -> ml_collections.ConfigDict:
+  """The PM's rung with only the scalar head: the tied LM head adds no params, only FLOPs."""
+  cfg = ml_collections.ConfigDict(dict(model_cfg))
+  cfg.heads = ("scalar",)
+  return cfg
+
+
+class PMScorer:
+  """Jitted batch scorer over a PM's params; `score` normalizes by the stored mean/std."""
+
+  def __init__(self, model_cfg, params, tokenizer, seq_len: int, stats: dict | None,
+               mesh=None, batch_size: int = 32):
+    self.mesh = mesh if mesh is not None else _one_device_mesh()
+    div = mesh_lib.batch_size_divisor(self.mesh)
+    self.batch_size = -(-batch_size // div) * div
+    self.model = Transformer(scalar_model_config(model_cfg))
+    self.params = params
+    self.tokenizer = tokenizer
+    self.seq_len = int(seq_len)
+    self.stats = dict(stats or {"mean": 0.0, "std": 1.0})
+    self._sh = mesh_lib.batch_sharding(self.mesh, 2)
+    self._sh1 = mesh_lib.batch_sharding(self.mesh, 1)
+    model = self.model
+
+    def score(params, tokens, mask, eoc_pos):
+      out = model.apply({"params": params}, tokens, mask)  # scalar [batch, seq]
+      return jnp.take_along_axis(out["scalar"], eoc_pos[:, None], axis=-1)[:, 0]  # [batch]
+
+    self._score = jax.jit(score)
+
+  @classmethod
+  def from_workdir(cls, workdir: str, mesh=None, batch_size: int = 32, step: int | None = None,
+                   seq_len: int | None = None) -> "PMScorer":
+    workdir = os.path.abspath(workdir)
+    cfg_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(cfg_path):
+      raise UserError(f"{workdir} has no config.json; point the scorer at a PM workdir")
+    with open(cfg_path) as f:
+      config = json.load(f)
+    model_cfg = ml_collections.ConfigDict(config["model"])
+    if "scalar" not in model_cfg.heads and config.get("stage") not in ("pm", "pmp"):
+      raise UserError(f"{workdir} is a {config.get('stage')!r} run, not a PM; "
+                      "point the scorer at a pm or pmp workdir")
+    mesh = mesh if mesh is not None else _one_device_mesh()
+    model = Transformer(scalar_model_config(model_cfg))
+    example = jnp.zeros((mesh_lib.batch_size_divisor(mesh), 8), jnp.int32)
+    abstract, _ = state_lib.abstract_and_shardings(model, optax.identity(), example, mesh)
+    params, missing = ckpt_lib.restore_params(os.path.join(workdir, "checkpoints"),
+                                              abstract.params, step)
+    if missing:
+      raise UserError(f"{workdir} checkpoint lacks {', '.join(missing)}; it is not a PM")
+    stats = None
+    stats_path = os.path.join(workdir, ckpt_lib.REWARD_STATS_FILE)
+    if os.path.exists(stats_path):
+      with open(stats_path) as f:
+        stats = json.load(f)
+    tok = tok_lib.Tokenizer.load(os.path.join(workdir, tok_lib.FILENAME))
+    return cls(model_cfg, params, tok, seq_len or config["data"]["seq_len"], stats, mesh,
+               batch_size)
+
+  def encode(self, texts: Sequence[str]):
+    """Right-padded rows to the smallest bucket that holds them: tokens/mask [n, bucket]."""
+    ids = [pairs_lib.encode_text(self.tokenizer, t, self.seq_len) for t in texts]
+    width = _bucket(max((len(x) for x in ids), default=1), self.seq_len)
+    tokens = np.full((len(ids), width), self.tokenizer.pad_id, np.int32)  # [n, bucket]
+    mask = np.zeros((len(ids), width), np.int32)  # [n, bucket]
+    eoc = np.zeros((len(ids),), np.int32)  # [n]
+    for i, x in enumerate(ids):
+      tokens[i, :len(x)] = x
+      mask[i, :len(x)] = 1
+      eoc[i] = len(x) - 1
+    return tokens, mask, eoc
+
+  def score_raw(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """PM scores at EOC of `context + response`, float32 [n], in input order."""
+    if len(contexts) != len(responses):
+      raise ValueError(f"{len(contexts)} contexts but {len(responses)} responses")
+    texts = [c + r for c, r in zip(contexts, responses)]
+    # Sort by length so each batch pads to a short bucket; undo the order at the end.
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts),), np.float32)
+    bs = self.batch_size
+    with mesh_lib.activate(self.mesh):
+      for lo in range(0, len(texts), bs):
+        idx = order[lo:lo + bs]
+        tokens, mask, eoc = self.encode([texts[i] for i in idx])
+        pad = bs - len(idx)
+        if pad:  # fixed batch shape: one compilation per bucket
+          tokens = np.pad(tokens, ((0, pad), (0, 0)))
+          mask = np.pad(mask, ((0, pad), (0, 0)))
+          eoc = np.pad(eoc, (0, pad))
+        r = self._score(self.params, jax.device_put(tokens, self._sh),
+                        jax.device_put(mask, self._sh), jax.device_put(eoc, self._sh1))
+        out[idx] = np.asarray(jax.device_get(r))[:len(idx)]
+    return out
+
+  def normalize(self, raw: np.ndarray) -> np.ndarray:
+    return ((raw - self.stats["mean"]) / self.stats["std"]).astype(np.float32)
+
+  def score(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """Scores normalized to mean 0 / std 1 on the PM's reference set, float32 [n]."""
+    return self.normalize(self.score_raw(contexts, responses))

@@ -1,0 +1,380 @@
+"""Preference models: PMP and PM finetuning share one objective and one stage.
+
+A comparison is read twice by the same trunk, chosen then rejected, and scored by the
+scalar head at each sequence's EOC token. The loss is the Bradley-Terry one of the paper,
+−log σ(r_chosen − r_rejected), plus two optional terms: an LM loss on the chosen
+transcript (weight `pm.lm_loss_weight`, which keeps the trunk a language model) and a
+reward-centering term `pm.center_weight · (r_chosen + r_rejected)²`, which pins the
+otherwise free offset of the reward near 0 so scores from different runs compare.
+
+`loss_fn` and `train_step` are pure and importable; `run` is the stage for both
+`config.stage == "pmp"` (pairs from StackExchange/Reddit/Wikipedia, binarized) and
+`"pm"` (hh-rlhf files or the synthetic comparisons). Either starts from another stage's
+workdir (`config.init.workdir`): every parameter the source has is restored into the
+target's shards, anything else (the scalar head, coming from an LM) starts fresh.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hh_jax import checkpoint as ckpt_lib
+from hh_jax import metrics as metrics_lib
+from hh_jax.data import hh_rlhf, pairs as pairs_lib, tokenizer as tok_lib
+from hh_jax.errors import UserError
+from hh_jax.model import flops
+from hh_jax.model.transformer import Transformer
+from hh_jax.parallel import mesh as mesh_lib
+from hh_jax.train import lm as lm_lib
+from hh_jax.train import optimizer as optim_lib
+from hh_jax.train import runner
+from hh_jax.train import state as state_lib
+
+BATCH_NDIMS = {"tokens": 3, "mask": 3, "eoc_pos": 2}
+
+
+def rewards(params, model, tokens, mask, eoc_pos):
+  """Scalar head read at EOC. tokens, mask [batch, 2, seq], eoc_pos [batch, 2] -> [batch, 2]."""
+  b, n, s = tokens.shape
+  out = model.apply({"params": params}, tokens.reshape(b * n, s), mask.reshape(b * n, s))
+  scalar = out["scalar"].reshape(b, n, s)  # [batch, 2, seq]
+  r = jnp.take_along_axis(scalar, eoc_pos[..., None], axis=-1)[..., 0]  # [batch, 2]
+  return r, out
+
+
+def chosen_lm_terms(logits, tokens, mask, eoc_pos):
+  """Next-token NLL sum and count over the chosen transcripts, EOC itself not predicted.
+
+  logits [batch, 2, seq, vocab] (only [:, 0] is used), tokens/mask [batch, 2, seq].
+  """
+  logits, tokens, mask, eoc = logits[:, 0], tokens[:, 0], mask[:, 0], eoc_pos[:, 0]
+  nll = lm_lib.token_nll(logits[:, :-1], tokens[:, 1:])  # [batch, seq - 1]
+  target_pos = jnp.arange(1, tokens.shape[1])[None, :]  # [1, seq - 1]
+  w = (mask[:, :-1] * mask[:, 1:]).astype(jnp.float32) * (target_pos != eoc[:, None])
+  return jnp.sum(nll * w), jnp.sum(w)
+
+
+def loss_fn(params, batch, model, *, num_pairs, num_lm_tokens=1.0, lm_weight=0.0,
+            center_weight=0.0):
+  """Batch sums divided by the *global* normalizers, so micro-batches add up exactly.
+
+  Returns (loss, aux) with aux holding sums that `train_step` turns into metrics.
+  """
+  r, out = rewards(params, model, batch["tokens"], batch["mask"], batch["eoc_pos"])
+  margin = r[:, 0] - r[:, 1]  # [batch]
+  pref = -jax.nn.log_sigmoid(margin)  # [batch]
+  loss = jnp.sum(pref) / num_pairs
+  aux = {"pref_loss": jnp.sum(pref),
+         "accuracy": jnp.sum((margin > 0) + 0.5 * (margin == 0)),
+         "margin": jnp.sum(margin),
+         "reward_sum": jnp.sum(r), "reward_sq": jnp.sum(jnp.square(r))}
+  if center_weight:
+    center = jnp.sum(jnp.square(jnp.sum(r, axis=-1)))
+    loss += center_weight * center / num_pairs
+    aux["center_loss"] = center
+  if lm_weight:
+    b, n, s = batch["tokens"].shape
+    logits = out["logits"].reshape(b, n, s, -1)  # [batch, 2, seq, vocab]
+    nll, _ = chosen_lm_terms(logits, batch["tokens"], batch["mask"], batch["eoc_pos"])
+    loss += lm_weight * nll / num_lm_tokens
+    aux["lm_loss"] = nll
+  return loss, aux
+
+
+def _lm_token_count(batch):
+  t = jnp.arange(1, batch["mask"].shape[-1])[None, :]
+  m = batch["mask"][:, 0]
+  w = (m[:, :-1] * m[:, 1:]) * (t != batch["eoc_pos"][:, :1])
+  return jnp.maximum(jnp.sum(w.astype(jnp.float32)), 1.0)
+
+
+def make_train_step(model, *, lm_weight: float = 0.0, center_weight: float = 0.0,
+                    accum_steps: int = 1):
+  """Returns the pure `train_step(state, batch) -> (state, metrics)` for `model`."""
+
+  def train_step(state, batch):
+    num_pairs = jnp.float32(batch["tokens"].shape[0])
+    num_lm = _lm_token_count(batch) if lm_weight else 1.0
+    grad_fn = jax.value_and_grad(functools.partial(
+        loss_fn, model=model, num_pairs=num_pairs, num_lm_tokens=num_lm, lm_weight=lm_weight,
+        center_weight=center_weight), has_aux=True)
+    if accum_steps == 1:
+      (loss, aux), grads = grad_fn(state.params, batch)
+    else:
+      micro = jax.tree.map(functools.partial(lm_lib._split_micro, accum=accum_steps), batch)
+
+      def body(carry, mb):
+        return jax.tree.map(jnp.add, carry, grad_fn(state.params, mb)), None
+
+      zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                           jax.eval_shape(grad_fn, state.params,
+                                          jax.tree.map(lambda x: x[0], micro)))
+      ((loss, aux), grads), _ = jax.lax.scan(body, zeros, micro)
+    new_state = state.apply_gradients(grads)
+    grad_norm = lm_lib._global_norm(grads)  # pylint: disable=protected-access
+    return new_state, summarize(loss, aux, num_pairs, num_lm, grad_norm)
+
+  return train_step
+
+
+def summarize(loss, aux, num_pairs, num_lm_tokens=1.0, grad_norm=None):
+  """Metric means from the sums of `loss_fn`'s aux."""
+  mean_r = aux["reward_sum"] / (2 * num_pairs)
+  m = {"loss": loss, "pref_loss": aux["pref_loss"] / num_pairs,
+       "accuracy": aux["accuracy"] / num_pairs, "margin": aux["margin"] / num_pairs,
+       "reward_mean": mean_r,
+       "reward_std": jnp.sqrt(jnp.maximum(aux["reward_sq"] / (2 * num_pairs) - mean_r ** 2, 0.0))}
+  if "lm_loss" in aux:
+    m["lm_loss"] = aux["lm_loss"] / num_lm_tokens
+  if "center_loss" in aux:
+    m["center_loss"] = aux["center_loss"] / num_pairs
+  if grad_norm is not None:
+    m["grad_norm"] = grad_norm
+  return m
+
+
+# ---------------------------------------------------------------------------------------
+# The stage.
+
+
+def model_config(config):
+  """The ladder rung with the heads this objective needs (LM logits only when weighted)."""
+  cfg = ml_collections.ConfigDict(config.model.to_dict())
+  cfg.heads = ("lm", "scalar") if config.pm.lm_loss_weight else ("scalar",)
+  return cfg
+
+
+def validate(config) -> None:
+  runner.validate_model(config.model)
+  if config.data.seq_len > config.model.max_len and config.model.pos_embedding == "learned":
+    raise UserError(f"data.seq_len={config.data.seq_len} exceeds model.max_len="
+                    f"{config.model.max_len}; lower data.seq_len")
+  if config.pm.lm_loss_weight < 0 or config.pm.center_weight < 0:
+    raise UserError("pm.lm_loss_weight and pm.center_weight must be >= 0")
+
+
+def _files(spec) -> list[str]:
+  return [p for p in str(spec or "").split(",") if p]
+
+
+def read_pair_files(paths, max_bad_share: float = hh_rlhf.DEFAULT_MAX_BAD_SHARE):
+  out = []
+  for path in paths:
+    got, report = hh_rlhf.read_file(path, max_bad_share)
+    print(f"pm: {report.summary()}", flush=True)
+    out.extend(got)
+  return out
+
+
+def build_pairs(config, workdir):
+  """(train pairs, held-out pairs) for the configured source."""
+  d = config.data
+  if d.source == "synthetic":
+    from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    train = synthetic.comparisons(d.num_train, config.seed, d.mixture, d.temperature)
+    held = synthetic.comparisons(d.num_eval, config.seed + 1000, d.mixture, 0.0)
+    return train, held
+  if d.source == "hh_rlhf":
+    train_files = _files(d.train_files)
+    if not train_files:
+      raise UserError("data.source='hh_rlhf' needs --config.data.train_files=PATH[,PATH] "
+                      "(hh-rlhf jsonl or jsonl.gz)")
+    train = read_pair_files(train_files)
+    held = read_pair_files(_files(d.eval_files)) if _files(d.eval_files) else []
+    if d.num_train:
+      train = train[:d.num_train]
+    return train, held
+  if d.source == "pmp":
+    return pmp_pairs(config, workdir)
+  raise UserError(f"data.source={d.source!r}; use 'synthetic', 'hh_rlhf' or 'pmp'")
+
+
+def pmp_pairs(config, workdir):
+  """PMP pairs from the dumps named in config.data (or a synthetic Posts.xml), binarized."""
+  from hh_jax.data import pmp  # pylint: disable=g-import-not-at-top
+  d = config.data
+  se_path = d.stackexchange
+  if d.synthetic_questions and not se_path:
+    from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    se_path = os.path.join(workdir, "Posts.xml")
+    if jax.process_index() == 0 and not os.path.exists(se_path):
+      with open(se_path, "w") as f:
+        f.write(synthetic.stackexchange_posts_xml(d.synthetic_questions, config.seed))
+  sources = {"stackexchange": pmp.stackexchange_pairs(se_path) if se_path else [],
+             "reddit": (pmp.reddit_pairs(d.reddit_comments, d.reddit_submissions or None)
+                        if d.reddit_comments else []),
+             "wikipedia": pmp.wikipedia_pairs(d.wikipedia) if d.wikipedia else []}
+  weights = {s: float(d.weights[s]) if sources[s] else 0.0 for s in sources}
+  if not any(weights.values()):
+    raise UserError("PMP has no pairs: set data.stackexchange / data.reddit_comments / "
+                    "data.wikipedia, or data.synthetic_questions > 0")
+  mixed = pmp.mix(sources, weights, d.num_pairs, config.seed)
+  n_eval = int(len(mixed) * d.eval_fraction)
+  held, train = mixed[:n_eval], mixed[n_eval:]
+  if d.binarize:
+    train, held = pmp.binarize(train), pmp.binarize(held)
+  return train, held
+
+
+def load_tokenizer(config, workdir):
+  """The source stage's tokenizer (ids must match its embedding), copied into this workdir."""
+  own = os.path.join(workdir, tok_lib.FILENAME)
+  if os.path.exists(own):
+    return tok_lib.Tokenizer.load(own)
+  src = config.data.get("tokenizer_path") or os.path.join(config.init.workdir, tok_lib.FILENAME)
+  if not os.path.exists(src):
+    raise UserError(f"no tokenizer at {src}; set --config.init.workdir to the LM/PMP workdir "
+                    "this stage starts from")
+  tok = tok_lib.Tokenizer.load(src)
+  if jax.process_index() == 0:
+    tok.save(own)
+  return tok
+
+
+def source_learning_rate(init_workdir: str) -> float | None:
+  path = os.path.join(init_workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return float(json.load(f).get("optim", {}).get("learning_rate", 0.0)) or None
+
+
+def learning_rate(config) -> float:
+  """`optim.lr_fraction` × the source stage's LR (the paper's recipe), else `optim.learning_rate`."""
+  frac = config.optim.get("lr_fraction", 0.0)
+  if frac and config.init.workdir:
+    src = source_learning_rate(config.init.workdir)
+    if src:
+      return frac * src
+  return config.optim.learning_rate
+
+
+def init_params_from(state, init_workdir, abstract):
+  """Overwrites the fresh params with the init workdir's; returns (state, fresh paths)."""
+  ckpt_dir = os.path.join(init_workdir, "checkpoints")
+  restored, missing = ckpt_lib.restore_params(ckpt_dir, abstract.params)
+  return state.replace(params=ckpt_lib.merge_params(state.params, restored)), missing
+
+
+def make_score_fn(model, mesh):
+  """Jitted rewards [batch, 2] for held-out batches, batch sharded like training."""
+  sh = {k: mesh_lib.batch_sharding(mesh, nd) for k, nd in BATCH_NDIMS.items()}
+
+  @jax.jit
+  def score(params, batch):
+    return rewards(params, model, batch["tokens"], batch["mask"], batch["eoc_pos"])[0]
+
+  def run_batches(params, batches):
+    out = [np.asarray(jax.device_get(score(params, runner.to_global(b, sh)))) for b in batches]
+    return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+  return run_batches
+
+
+def held_out_batches(pairs, tok, config, limit=None):
+  """Fixed held-out batches (the last partial one dropped), same every evaluation."""
+  bs, n = config.data.batch_size, len(pairs)
+  n = n if limit is None else min(n, limit * bs)
+  return [pairs_lib.encode_pairs(pairs[i:i + bs], tok, config.data.seq_len, config.data.pad_side)
+          for i in range(0, n - bs + 1, bs)]
+
+
+def make_eval_fn(score_fn, batches):
+  def evaluate(state):
+    r = score_fn(state.params, batches)  # [n, 2]
+    margin = r[:, 0] - r[:, 1]
+    return {"eval_accuracy": float(np.mean((margin > 0) + 0.5 * (margin == 0))),
+            "eval_pref_loss": float(np.mean(np.logaddexp(0.0, -margin))),
+            "eval_margin": float(np.mean(margin))}
+  return evaluate
+
+
+def save_reward_stats(workdir, step, r):
+  """Mean/std of raw scores on a reference set, so scorers can normalize rewards to ~N(0, 1)."""
+  flat = np.asarray(r, np.float64).ravel()
+  stats = {"mean": float(flat.mean()), "std": float(max(flat.std(), 1e-6)),
+           "num_scores": int(flat.size), "step": int(step)}
+  runner.save_json(workdir, ckpt_lib.REWARD_STATS_FILE, stats)
+  return stats
+
+
+def run(config, workdir: str):
+  """The PMP or PM stage; returns the final state. Rerun on the same workdir to resume."""
+  validate(config)
+  workdir = runner.prepare_workdir(workdir)
+  mesh = runner.make_mesh(config)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       config.train.keep_checkpoints, config.train.ckpt_every,
+                                       config.train.async_checkpointing)
+  resuming = checkpointer.latest_step() is not None
+  if not resuming and not config.init.workdir:
+    raise UserError(f"the {config.stage} stage starts from another stage's workdir: pass "
+                    "--config.init.workdir=DIR (an LM or PMP run)")
+  config.optim.learning_rate = learning_rate(config)  # same on a resume: a pure function
+  runner.write_config(config, workdir)
+  tok = load_tokenizer(config, workdir)
+  if tok.vocab_size > config.model.vocab_size:
+    raise UserError(f"tokenizer has {tok.vocab_size} pieces but model.vocab_size="
+                    f"{config.model.vocab_size}; use the model size of the source run")
+
+  train_pairs, held_pairs = build_pairs(config, workdir)
+  batches = pairs_lib.PairIterator(train_pairs, tok, batch_size=config.data.batch_size,
+                                   seq_len=config.data.seq_len, seed=config.seed,
+                                   pad_side=config.data.pad_side)
+  total = config.train.total_steps or config.train.num_epochs * batches.steps_per_epoch
+  print(f"{config.stage}: {len(train_pairs)} train pairs, {len(held_pairs)} held out, "
+        f"{total} steps of {config.data.batch_size} pairs", flush=True)
+
+  model = Transformer(model_config(config))
+  tx = optim_lib.make(config.optim, total)
+  example = jnp.zeros((config.data.batch_size * 2, config.data.seq_len), jnp.int32)
+  abstract, _ = state_lib.abstract_and_shardings(model, tx, example, mesh)
+  state, shardings, data_state = runner.init_or_restore(model, tx, example, mesh, config.seed,
+                                                        checkpointer)
+  if data_state:
+    batches.set_state(data_state)
+  elif not resuming:
+    state, fresh = init_params_from(state, config.init.workdir, abstract)
+    print(f"{config.stage}: restored from {config.init.workdir}; fresh: "
+          f"{', '.join(fresh) or 'nothing'}", flush=True)
+
+  step_fn = make_train_step(model, lm_weight=config.pm.lm_loss_weight,
+                            center_weight=config.pm.center_weight,
+                            accum_steps=config.optim.grad_accum_steps)
+  writer = metrics_lib.MetricWriter(workdir)
+  tokens_per_step = 2 * config.data.batch_size * config.data.seq_len
+  with mesh_lib.activate(mesh):
+    compiled, batch_sh = runner.compile_step(step_fn, shardings, mesh, BATCH_NDIMS)
+    score_fn = make_score_fn(model, mesh)
+    eval_batches = held_out_batches(held_pairs, tok, config, config.train.eval_batches or None)
+    eval_fn = make_eval_fn(score_fn, eval_batches) if eval_batches else None
+    state = runner.train_loop(
+        state=state, step_fn=compiled, batches=batches, batch_shardings=batch_sh,
+        total_steps=total, checkpointer=checkpointer, writer=writer,
+        log_every=config.train.log_every, desc=config.stage, tokens_per_step=tokens_per_step,
+        flops_per_step=flops.train_flops_per_token(model.cfg, config.data.seq_len)
+        * tokens_per_step,
+        eval_fn=eval_fn, eval_every=config.train.eval_every,
+        stop_at=config.train.get("stop_at_step", 0))
+    step = int(jax.device_get(state.step))
+    if step >= total:
+      ref = eval_batches or held_out_batches(train_pairs, tok, config, 8)
+      r = score_fn(state.params, ref)
+      stats = save_reward_stats(workdir, step, r)
+      if eval_fn is not None:
+        final = eval_fn(state)
+        runner.save_json(workdir, "final_eval.json", {**final, "step": step, "reward": stats})
+        print(f"{config.stage}: step {step} held-out accuracy {final['eval_accuracy']:.4f}",
+              flush=True)
+  checkpointer.close()
+  writer.close()
+  return state
+
+
+__all__ = ["loss_fn", "make_train_step", "rewards", "run", "summarize"]

@@ -1,0 +1,88 @@
+"""The LM stage end to end: falling loss, resume == uninterrupted, one-line user errors."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import lm as lm_config
+from hh_jax import checkpoint, metrics
+from hh_jax.train import lm
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**train):
+  c = lm_config.get_config("size=test,runlocal=True")
+  c.train.log_every = 1
+  c.train.ckpt_every = 0
+  c.train.async_checkpointing = True
+  for k, v in train.items():
+    setattr(c.train, k, v)
+  return c
+
+
+def _losses(workdir):
+  return {r["step"]: r["loss"] for r in metrics.read_metrics(workdir) if "loss" in r}
+
+
+def test_resumed_run_matches_uninterrupted(tmp_path):
+  total = 6
+  full = lm.run(_config(total_steps=total), str(tmp_path / "full"))
+  lm.run(_config(total_steps=total, stop_at_step=total // 2), str(tmp_path / "split"))
+  assert checkpoint.Checkpointer(str(tmp_path / "split" / "checkpoints")).latest_step() == 3
+  resumed = lm.run(_config(total_steps=total), str(tmp_path / "split"))
+
+  a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+  assert sorted(a) == sorted(b) == list(range(1, total + 1))
+  np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-6)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7),
+               checkpoint.to_host(full.params), checkpoint.to_host(resumed.params))
+  assert int(resumed.step) == total
+  # The resolved config, tokenizer, TensorBoard events and checkpoints are in the workdir.
+  for name in ("config.json", "tokenizer.model", "metrics.jsonl", "tensorboard", "checkpoints"):
+    assert os.path.exists(tmp_path / "split" / name), name
+
+
+def test_loss_falls_on_synthetic_corpus(tmp_path):
+  c = _config(total_steps=30)
+  c.optim.learning_rate = 3e-3
+  c.optim.warmup_steps = 3
+  lm.run(c, str(tmp_path))
+  losses = _losses(tmp_path)
+  first, last = np.mean([losses[s] for s in (1, 2, 3)]), np.mean([losses[s] for s in (28, 29, 30)])
+  assert last < first - 1.0, (first, last)
+
+
+def _cli(*args):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "hh_jax.main", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--config=configs/lm.py:size=huge"], "unknown model size 'huge'"),
+    (["--config=configs/lm.py:size=test", "--config.data.nope=1"], "--config.data.nope"),
+    (["--config=configs/lm.py:size=test", "--config.mesh.fsdp=3"], "does not divide the 8 devices"),
+    (["--config=configs/lm.py:size=test", "--config.data.batch_size=12"],
+     "data.batch_size=12 is not divisible"),
+    (["--config=configs/lm.py:size=test", "--config.model.remat_policy=some"], "remat_policy"),
+    (["--config=configs/missing.py"], "does not exist"),
+])
+def test_user_errors_are_one_line(tmp_path, args, expect):
+  out = _cli(*args, f"--workdir={tmp_path}/w")
+  assert out.returncode == 2, out.stderr
+  lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+  assert len(lines) == 1 and expect in lines[0], out.stderr
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")  # nothing compiled or saved
+
+
+def test_unwritable_workdir_is_one_line(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  out = _cli("--config=configs/lm.py:size=test", f"--workdir={blocker}/sub")
+  assert out.returncode == 2
+  lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+  assert len(lines) == 1 and "cannot write to workdir" in lines[0], out.stderr
