@@ -1,6 +1,8 @@
 """Helpers shared by the stage configs: parsing the `:arg` string of --config."""
 import ast
 
+import ml_collections
+
 
 def parse_arg(arg, **defaults):
   """Parses 'size=13m,runlocal=True' into a dict over `defaults`, typed like each default.
@@ -32,3 +34,12 @@ def parse_arg(arg, **defaults):
     else:
       out[key] = value
   return out
+
+
+def distributed():
+  """Multi-process settings; empty means: the environment's, automatic on TPU VMs, or none.
+
+  See hh_jax/parallel/multihost.py. Set all three to start a multi-host CPU/GPU job by hand.
+  """
+  return ml_collections.ConfigDict({"coordinator_address": "", "num_processes": 0,
+                                    "process_id": -1, "timeout_s": 300})

@@ -13,6 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from hh_jax.errors import UserError
+from hh_jax.parallel import multihost
 
 STAGES = {
     "lm": "hh_jax.train.lm",
@@ -20,6 +21,8 @@ STAGES = {
     "pm": "hh_jax.train.pm",
     "pm_eval": "hh_jax.eval.pm_eval",
     "pm_scaling": "hh_jax.eval.pm_scaling",
+    "distill": "hh_jax.train.distill",
+    "rs": "hh_jax.rl.rejection_sampling",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/lm.py:size=tiny")
@@ -38,6 +41,8 @@ def _main(argv):
     raise UserError(f"unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE")
   if _WORKDIR.value is None:
     raise UserError("--workdir is required: pass --workdir=DIR")
+  # Before anything touches a device: a multi-process run must see the global device list.
+  multihost.initialize(_CONFIG.value.get("distributed"))
   run(_CONFIG.value, _WORKDIR.value)
 
 

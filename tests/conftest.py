@@ -10,7 +10,14 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# Tests compile the same small steps many times (a resumed run recompiles what the first
+# run compiled); a persistent cache shared by the xdist workers pays for each compile once.
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("HH_JAX_TEST_CACHE", "/tmp/hh_jax_test_jax_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -17,7 +17,11 @@ def _model(**overrides):
 
 
 def _params(model, seq=12):
-  return model.init(jax.random.PRNGKey(0), jnp.zeros((1, seq), jnp.int32))["params"]
+  return jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, seq), jnp.int32))["params"]
+
+
+def _apply(model, params, *args):
+  return jax.jit(model.apply)({"params": params}, *args)  # eager flax ops are slow on 8 devices
 
 
 def test_causal_future_tokens_do_not_change_past():
@@ -27,8 +31,8 @@ def test_causal_future_tokens_do_not_change_past():
   a = rng.integers(3, cfg.vocab_size, size=(2, 12))
   b = a.copy()
   b[:, 8:] = rng.integers(3, cfg.vocab_size, size=(2, 4))
-  out_a = model.apply({"params": params}, jnp.asarray(a))
-  out_b = model.apply({"params": params}, jnp.asarray(b))
+  out_a = _apply(model, params, jnp.asarray(a))
+  out_b = _apply(model, params, jnp.asarray(b))
   np.testing.assert_allclose(out_a["logits"][:, :8], out_b["logits"][:, :8], atol=1e-5)
   assert not np.allclose(out_a["logits"][:, 8:], out_b["logits"][:, 8:])
 
@@ -43,9 +47,9 @@ def test_left_and_right_padding_give_same_scores(pos):
   right[0, :7] = real
   left = np.zeros((1, 12), np.int32)
   left[0, 5:] = real
-  out_r = model.apply({"params": params}, jnp.asarray(right), jnp.asarray(right > 0))
-  out_l = model.apply({"params": params}, jnp.asarray(left), jnp.asarray(left > 0))
-  unpadded = model.apply({"params": params}, jnp.asarray(real[None]))
+  out_r = _apply(model, params, jnp.asarray(right), jnp.asarray(right > 0))
+  out_l = _apply(model, params, jnp.asarray(left), jnp.asarray(left > 0))
+  unpadded = _apply(model, params, jnp.asarray(real[None]))
   np.testing.assert_allclose(out_r["scalar"][0, :7], unpadded["scalar"][0], atol=1e-5)
   np.testing.assert_allclose(out_l["scalar"][0, 5:], unpadded["scalar"][0], atol=1e-5)
   np.testing.assert_allclose(out_l["logits"][0, 5:], out_r["logits"][0, :7], atol=1e-4)
@@ -56,7 +60,7 @@ def test_heads_are_selectable():
                       (("lm", "scalar"), {"logits", "scalar"})]:
     model, cfg = _model(heads=heads)
     params = _params(model)
-    out = model.apply({"params": params}, jnp.ones((2, 5), jnp.int32))
+    out = _apply(model, params, jnp.ones((2, 5), jnp.int32))
     assert keys <= set(out) and not ({"logits", "scalar"} - keys) & set(out)
     assert ("scalar_head" in params) == ("scalar" in heads)
     if "lm" in heads:
@@ -69,20 +73,20 @@ def test_scan_remat_and_unrolled_agree():
   tokens = jnp.asarray(np.random.default_rng(2).integers(3, 500, size=(2, 10)))
   base, _ = _model()
   params = _params(base)
-  ref = base.apply({"params": params}, tokens)["logits"]
+  ref = _apply(base, params, tokens)["logits"]
   for policy in ("full", "dots_saveable"):
     m, _ = _model(remat_policy=policy)
-    np.testing.assert_allclose(m.apply({"params": params}, tokens)["logits"], ref, atol=1e-5)
+    np.testing.assert_allclose(_apply(m, params, tokens)["logits"], ref, atol=1e-5)
   # Unrolled layers hold the same weights, split per layer.
   unrolled, _ = _model(scan_layers=False)
   per_layer = {k: v for k, v in params.items() if k != "layers"}
   for i in range(2):
     per_layer[f"layer_{i}"] = jax.tree.map(lambda x: x[i], params["layers"])
-  np.testing.assert_allclose(unrolled.apply({"params": per_layer}, tokens)["logits"], ref,
+  np.testing.assert_allclose(_apply(unrolled, per_layer, tokens)["logits"], ref,
                              atol=1e-5)
   # Gradients flow through remat + scan.
   m, _ = _model(remat_policy="full")
-  g = jax.grad(lambda p: m.apply({"params": p}, tokens)["logits"].sum())(params)
+  g = jax.jit(jax.grad(lambda p: m.apply({"params": p}, tokens)["logits"].sum()))(params)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(g))
 
 
@@ -91,8 +95,8 @@ def test_bfloat16_compute_keeps_float32_params():
   params = _params(model)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   tokens = jnp.ones((2, 6), jnp.int32)
-  out = model.apply({"params": params}, tokens)
-  ref = _model()[0].apply({"params": params}, tokens)
+  out = _apply(model, params, tokens)
+  ref = _apply(_model()[0], params, tokens)
   assert out["logits"].dtype == jnp.float32
   np.testing.assert_allclose(out["logits"], ref["logits"], atol=0.05)
 

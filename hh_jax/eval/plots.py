@@ -69,8 +69,12 @@ def scaling(rows: Sequence[dict], path: str) -> None:
   for n in datas:
     rs = sorted((r for r in rows if r["num_train"] == n), key=lambda r: r["params"])
     a2.plot([r["params"] for r in rs], [r["accuracy"] for r in rs], "o-", label=f"{n} pairs")
-  for ax, xl in ((a1, "train comparisons"), (a2, "non-embedding parameters")):
+  params = sorted({r["params"] for r in rows})
+  for ax, xl, ticks in ((a1, "train comparisons", datas),
+                        (a2, "non-embedding parameters", params)):
     ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel(xl)
     ax.set_ylabel("held-out PM accuracy")
     ax.legend()

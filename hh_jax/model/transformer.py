@@ -110,8 +110,10 @@ class Attention(nn.Module):
   def __call__(self, x, bias, positions, kv=None):
     """Returns (y, (k, v)) with k, v the new tokens' keys/values [batch, seq, heads, head_dim].
 
-    kv: optional cached (keys, values) [batch, cache_len, heads, head_dim] of earlier
-    tokens; then `bias` is [batch, seq, cache_len + seq] over (cache slots, new tokens).
+    kv: optional cached keys [batch, heads, head_dim, cache_len] and values
+    [batch, heads, cache_len, head_dim] of earlier tokens; then `bias` is
+    [batch, seq, cache_len + seq] over (cache slots, new tokens), and the new k/v come back
+    in the cache's layouts.
     """
     cfg = self.cfg
     dtype = compute_dtype(cfg.dtype)
@@ -134,14 +136,18 @@ class Attention(nn.Module):
       out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq, heads, head_dim]
     else:
       # Cached and new keys as two dots joined in the softmax, so the cache is only read,
-      # never copied: in a decode loop it is updated in place once, after all layers.
+      # never copied: in a decode loop it is updated in place once, after all layers. Its
+      # layouts are the ones the two dots consume as they are (keys with head_dim before
+      # length, values with length before head_dim): any other layout makes XLA transpose
+      # the whole cache at every step.
       k_cache, v_cache = kv
-      cache_len = k_cache.shape[1]
-      old = jnp.einsum("bqhd,bkhd->bhqk", q, k_cache.astype(dtype)).astype(jnp.float32)
+      cache_len = v_cache.shape[2]
+      old = jnp.einsum("bqhd,bhdk->bhqk", q, k_cache.astype(dtype)).astype(jnp.float32)
       logits = jnp.concatenate([old, logits], axis=-1)  # [batch, heads, q, cache_len + q]
       probs = jax.nn.softmax(logits + bias[:, None, :, :], axis=-1).astype(dtype)
-      out = (jnp.einsum("bhqk,bkhd->bqhd", probs[..., :cache_len], v_cache.astype(dtype))
+      out = (jnp.einsum("bhqk,bhkd->bqhd", probs[..., :cache_len], v_cache.astype(dtype))
              + jnp.einsum("bhqk,bkhd->bqhd", probs[..., cache_len:], v))
+      k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # the cache's layouts
     # Output projection scaled down by depth, as in GPT-2, so the residual stream starts calm.
     out_std = std / (2 * cfg.n_layers) ** 0.5
     y = Projection((cfg.n_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), out_std,
@@ -209,19 +215,22 @@ def positions_from_mask(mask, offset=None):
   return jnp.maximum(counts - 1, 0)  # [batch, seq]
 
 
-CACHE_AXES = ("layers", "batch", "act_length", "act_heads", None)
+CACHE_AXES = {"k": ("layers", "batch", "act_heads", None, "act_length"),
+              "v": ("layers", "batch", "act_heads", "act_length", None)}
 
 
 def init_cache(cfg, batch: int, length: int):
   """An empty KV cache for `length` tokens, to pass as `Transformer(cfg)(..., cache=)`.
 
-  k, v: [layers, batch, length, heads, head_dim] in the compute dtype; mask: [batch, length]
-  1 on slots holding a real token; index: [] the next free slot, shared by all rows (prompts
-  are left-padded to one length, so every row writes the same slot at each step).
+  k: [layers, batch, heads, head_dim, length] and v: [layers, batch, heads, length, head_dim]
+  in the compute dtype (the layouts attention reads without a transpose); mask:
+  [batch, length] 1 on slots holding a real token; index: [] the next free slot, shared by
+  all rows (prompts are left-padded to one length, so every row writes the same slot).
   """
-  shape = (cfg.n_layers, batch, length, cfg.n_heads, cfg.head_dim)
+  heads, head_dim = cfg.n_heads, cfg.head_dim
   dtype = compute_dtype(cfg.dtype)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+  return {"k": jnp.zeros((cfg.n_layers, batch, heads, head_dim, length), dtype),
+          "v": jnp.zeros((cfg.n_layers, batch, heads, length, head_dim), dtype),
           "mask": jnp.zeros((batch, length), jnp.int32), "index": jnp.zeros((), jnp.int32)}
 
 
@@ -291,7 +300,7 @@ class Transformer(nn.Module):
       bias, kv = attention_bias(mask), None  # [batch, seq, seq]
     else:
       bias = _cache_bias(cache["mask"], mask)  # [batch, seq, cache_len + seq]
-      kv = (cache["k"], cache["v"])  # each [layers, batch, cache_len, heads, head_dim]
+      kv = (cache["k"], cache["v"])  # [layers, batch, heads, ...] (see init_cache)
     if cfg.scan_layers:
       x, new_kv = self.layers(x, bias, positions, kv)
     else:
@@ -315,10 +324,10 @@ class Transformer(nn.Module):
 
 
 def _append(cache, new_kv, mask):
-  """Writes the new tokens' k/v [layers, batch, seq, heads, head_dim] at the cache index."""
+  """Writes the new tokens' k/v (in the cache's layouts, per layer) at the cache index."""
   i = cache["index"]
-  k = jax.lax.dynamic_update_slice(cache["k"], new_kv[0].astype(cache["k"].dtype), (0, 0, i, 0, 0))
-  v = jax.lax.dynamic_update_slice(cache["v"], new_kv[1].astype(cache["v"].dtype), (0, 0, i, 0, 0))
+  k = jax.lax.dynamic_update_slice(cache["k"], new_kv[0].astype(cache["k"].dtype), (0, 0, 0, 0, i))
+  v = jax.lax.dynamic_update_slice(cache["v"], new_kv[1].astype(cache["v"].dtype), (0, 0, 0, i, 0))
   m = jax.lax.dynamic_update_slice(cache["mask"], mask.astype(jnp.int32), (0, i))
-  return {"k": _constrain(k, CACHE_AXES), "v": _constrain(v, CACHE_AXES), "mask": m,
+  return {"k": _constrain(k, CACHE_AXES["k"]), "v": _constrain(v, CACHE_AXES["v"]), "mask": m,
           "index": i + mask.shape[1]}

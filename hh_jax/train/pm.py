@@ -34,7 +34,6 @@ from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.train import lm as lm_lib
 from hh_jax.train import optimizer as optim_lib
 from hh_jax.train import runner
-from hh_jax.train import state as state_lib
 
 BATCH_NDIMS = {"tokens": 3, "mask": 3, "eoc_pos": 2}
 
@@ -48,16 +47,15 @@ def rewards(params, model, tokens, mask, eoc_pos):
   return r, out
 
 
-def chosen_lm_terms(logits, tokens, mask, eoc_pos):
-  """Next-token NLL sum and count over the chosen transcripts, EOC itself not predicted.
+def chosen_lm_weights(mask, eoc_pos):
+  """Next-token targets that count in the LM loss: real tokens of the chosen transcript.
 
-  logits [batch, 2, seq, vocab] (only [:, 0] is used), tokens/mask [batch, 2, seq].
+  mask [batch, 2, seq], eoc_pos [batch, 2] -> [batch, seq - 1]; EOC itself is never a
+  target (it is appended by id, not text the LM should learn to write).
   """
-  logits, tokens, mask, eoc = logits[:, 0], tokens[:, 0], mask[:, 0], eoc_pos[:, 0]
-  nll = lm_lib.token_nll(logits[:, :-1], tokens[:, 1:])  # [batch, seq - 1]
-  target_pos = jnp.arange(1, tokens.shape[1])[None, :]  # [1, seq - 1]
-  w = (mask[:, :-1] * mask[:, 1:]).astype(jnp.float32) * (target_pos != eoc[:, None])
-  return jnp.sum(nll * w), jnp.sum(w)
+  m = mask[:, 0]
+  target_pos = jnp.arange(1, m.shape[-1])[None, :]  # [1, seq - 1]
+  return (m[:, :-1] * m[:, 1:]).astype(jnp.float32) * (target_pos != eoc_pos[:, :1])
 
 
 def loss_fn(params, batch, model, *, num_pairs, num_lm_tokens=1.0, lm_weight=0.0,
@@ -80,18 +78,12 @@ def loss_fn(params, batch, model, *, num_pairs, num_lm_tokens=1.0, lm_weight=0.0
     aux["center_loss"] = center
   if lm_weight:
     b, n, s = batch["tokens"].shape
-    logits = out["logits"].reshape(b, n, s, -1)  # [batch, 2, seq, vocab]
-    nll, _ = chosen_lm_terms(logits, batch["tokens"], batch["mask"], batch["eoc_pos"])
+    logits = out["logits"].reshape(b, n, s, -1)[:, 0]  # [batch, seq, vocab], chosen only
+    w = chosen_lm_weights(batch["mask"], batch["eoc_pos"])  # [batch, seq - 1]
+    nll = jnp.sum(lm_lib.token_nll(logits[:, :-1], batch["tokens"][:, 0, 1:]) * w)
     loss += lm_weight * nll / num_lm_tokens
     aux["lm_loss"] = nll
   return loss, aux
-
-
-def _lm_token_count(batch):
-  t = jnp.arange(1, batch["mask"].shape[-1])[None, :]
-  m = batch["mask"][:, 0]
-  w = (m[:, :-1] * m[:, 1:]) * (t != batch["eoc_pos"][:, :1])
-  return jnp.maximum(jnp.sum(w.astype(jnp.float32)), 1.0)
 
 
 def make_train_step(model, *, lm_weight: float = 0.0, center_weight: float = 0.0,
@@ -100,7 +92,8 @@ def make_train_step(model, *, lm_weight: float = 0.0, center_weight: float = 0.0
 
   def train_step(state, batch):
     num_pairs = jnp.float32(batch["tokens"].shape[0])
-    num_lm = _lm_token_count(batch) if lm_weight else 1.0
+    num_lm = (jnp.maximum(jnp.sum(chosen_lm_weights(batch["mask"], batch["eoc_pos"])), 1.0)
+              if lm_weight else 1.0)
     grad_fn = jax.value_and_grad(functools.partial(
         loss_fn, model=model, num_pairs=num_pairs, num_lm_tokens=num_lm, lm_weight=lm_weight,
         center_weight=center_weight), has_aux=True)
@@ -137,6 +130,12 @@ def summarize(loss, aux, num_pairs, num_lm_tokens=1.0, grad_norm=None):
   if grad_norm is not None:
     m["grad_norm"] = grad_norm
   return m
+
+
+def train_flops_per_token(model_cfg, seq_len: int) -> float:
+  """The LM formula less the vocabulary projection when there is no LM head to run."""
+  f = flops.train_flops_per_token(model_cfg, seq_len)
+  return f if "lm" in model_cfg.heads else f - 6 * model_cfg.vocab_size * model_cfg.d_model
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,7 +245,7 @@ def source_learning_rate(init_workdir: str) -> float | None:
 
 
 def learning_rate(config) -> float:
-  """`optim.lr_fraction` × the source stage's LR (the paper's recipe), else `optim.learning_rate`."""
+  """`optim.lr_fraction` × the source run's LR (the paper's recipe), else optim.learning_rate."""
   frac = config.optim.get("lr_fraction", 0.0)
   if frac and config.init.workdir:
     src = source_learning_rate(config.init.workdir)
@@ -255,10 +254,16 @@ def learning_rate(config) -> float:
   return config.optim.learning_rate
 
 
-def init_params_from(state, init_workdir, abstract):
-  """Overwrites the fresh params with the init workdir's; returns (state, fresh paths)."""
+def init_params_from(state, init_workdir):
+  """Overwrites the fresh params with the init workdir's; returns (state, fresh paths).
+
+  The fresh (born-sharded) params are the target's abstract state: each restored leaf
+  lands in the same shards.
+  """
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          state.params)
   ckpt_dir = os.path.join(init_workdir, "checkpoints")
-  restored, missing = ckpt_lib.restore_params(ckpt_dir, abstract.params)
+  restored, missing = ckpt_lib.restore_params(ckpt_dir, abstract)
   return state.replace(params=ckpt_lib.merge_params(state.params, restored)), missing
 
 
@@ -285,14 +290,16 @@ def held_out_batches(pairs, tok, config, limit=None):
           for i in range(0, n - bs + 1, bs)]
 
 
+def held_out_metrics(r) -> dict:
+  """Accuracy, preference loss and margin of rewards r [n, 2] (chosen, rejected)."""
+  margin = r[:, 0] - r[:, 1]
+  return {"eval_accuracy": float(np.mean((margin > 0) + 0.5 * (margin == 0))),
+          "eval_pref_loss": float(np.mean(np.logaddexp(0.0, -margin))),
+          "eval_margin": float(np.mean(margin))}
+
+
 def make_eval_fn(score_fn, batches):
-  def evaluate(state):
-    r = score_fn(state.params, batches)  # [n, 2]
-    margin = r[:, 0] - r[:, 1]
-    return {"eval_accuracy": float(np.mean((margin > 0) + 0.5 * (margin == 0))),
-            "eval_pref_loss": float(np.mean(np.logaddexp(0.0, -margin))),
-            "eval_margin": float(np.mean(margin))}
-  return evaluate
+  return lambda state: held_out_metrics(score_fn(state.params, batches))
 
 
 def save_reward_stats(workdir, step, r):
@@ -334,13 +341,12 @@ def run(config, workdir: str):
   model = Transformer(model_config(config))
   tx = optim_lib.make(config.optim, total)
   example = jnp.zeros((config.data.batch_size * 2, config.data.seq_len), jnp.int32)
-  abstract, _ = state_lib.abstract_and_shardings(model, tx, example, mesh)
   state, shardings, data_state = runner.init_or_restore(model, tx, example, mesh, config.seed,
                                                         checkpointer)
   if data_state:
     batches.set_state(data_state)
   elif not resuming:
-    state, fresh = init_params_from(state, config.init.workdir, abstract)
+    state, fresh = init_params_from(state, config.init.workdir)
     print(f"{config.stage}: restored from {config.init.workdir}; fresh: "
           f"{', '.join(fresh) or 'nothing'}", flush=True)
 
@@ -358,17 +364,16 @@ def run(config, workdir: str):
         state=state, step_fn=compiled, batches=batches, batch_shardings=batch_sh,
         total_steps=total, checkpointer=checkpointer, writer=writer,
         log_every=config.train.log_every, desc=config.stage, tokens_per_step=tokens_per_step,
-        flops_per_step=flops.train_flops_per_token(model.cfg, config.data.seq_len)
-        * tokens_per_step,
+        flops_per_step=train_flops_per_token(model.cfg, config.data.seq_len) * tokens_per_step,
         eval_fn=eval_fn, eval_every=config.train.eval_every,
         stop_at=config.train.get("stop_at_step", 0))
     step = int(jax.device_get(state.step))
     if step >= total:
       ref = eval_batches or held_out_batches(train_pairs, tok, config, 8)
-      r = score_fn(state.params, ref)
+      r = score_fn(state.params, ref)  # [n, 2]
       stats = save_reward_stats(workdir, step, r)
-      if eval_fn is not None:
-        final = eval_fn(state)
+      if eval_batches:
+        final = held_out_metrics(r)
         runner.save_json(workdir, "final_eval.json", {**final, "step": step, "reward": stats})
         print(f"{config.stage}: step {step} held-out accuracy {final['eval_accuracy']:.4f}",
               flush=True)

@@ -46,7 +46,8 @@ def _init_fn(model: nn.Module, tx, example_tokens, params_fn: Callable | None):
 def abstract_and_shardings(model, tx, example_tokens, mesh):
   """Shape/dtype tree of the (unboxed) state and its NamedShardings, allocating nothing."""
   with mesh_lib.activate(mesh):
-    boxed = jax.eval_shape(_init_fn(model, tx, example_tokens, None), jax.random.PRNGKey(0))
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # abstract, so a compile-only mesh works
+    boxed = jax.eval_shape(_init_fn(model, tx, example_tokens, None), key)
     shardings = mesh_lib.logical_shardings(boxed, mesh)
   unboxed = nn.unbox(boxed)
   check_divisible(unboxed, shardings)

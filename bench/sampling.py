@@ -1,0 +1,95 @@
+"""Sampling throughput: the KV-cache sampler vs a full-recompute loop vs HF `generate`.
+
+  python bench/sampling.py [--size 13m --vocab 8192 --batch 8 --prompt_len 64 --new_tokens 128]
+
+Prints one JSON object: new tokens per second for
+  cached   hh_jax.model.sampling.Sampler (prefill + compiled while_loop over a KV cache),
+  naive    the same compiled loop re-running the whole [prompt + new] sequence every step,
+  peer     Hugging Face GPT-2 `generate` with its KV cache (bench/peers), same shape,
+all at temperature 1 with no top-k/top-p and no stop token, so every row makes exactly
+`new_tokens` tokens, and all in this one run on this machine.
+"""
+import argparse
+import functools
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import flax.linen as nn  # noqa: E402
+import harness  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import models  # noqa: E402
+from hh_jax.model import sampling, transformer  # noqa: E402
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--size", default="13m")
+  p.add_argument("--vocab", type=int, default=8192)
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--prompt_len", type=int, default=64)
+  p.add_argument("--new_tokens", type=int, default=128)
+  p.add_argument("--iters", type=int, default=5)
+  p.add_argument("--naive_iters", type=int, default=1, help="the naive loop is slow")
+  p.add_argument("--dtype", default="float32")
+  p.add_argument("--no_peer", action="store_true")
+  args = p.parse_args()
+
+  cfg = models.get(args.size)
+  cfg.vocab_size, cfg.dtype = args.vocab, args.dtype
+  model = transformer.Transformer(cfg)
+  params = jax.jit(lambda k: nn.unbox(model.init(k, jnp.zeros((1, 8), jnp.int32))["params"]))(
+      jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  prompts = rng.integers(3, args.vocab, size=(args.batch, args.prompt_len)).astype(np.int32)
+  settings = sampling.Settings(max_new_tokens=args.new_tokens, temperature=1.0)
+  new_tokens = args.batch * args.new_tokens
+  key = jax.random.PRNGKey(1)
+
+  # Cached: the user-facing Sampler, host padding and transfers included.
+  sampler = sampling.Sampler(cfg, params, buckets=(args.prompt_len,))
+  t0 = time.perf_counter()
+  out = sampler(list(prompts), key, settings)
+  cached_first = time.perf_counter() - t0  # compile + one run
+  assert (out["lengths"] == args.new_tokens).all()
+  cached = harness.time_fn(lambda: sampler(list(prompts), key, settings)["tokens"], warmup=0,
+                           iters=args.iters)
+
+  # Naive: the same loop, no cache; compiled ahead so only the run is timed.
+  mask = np.ones_like(prompts)
+  naive_fn = jax.jit(functools.partial(sampling.sample_full_recompute, model, settings=settings))
+  naive_exec = naive_fn.lower(params, prompts, mask, key=key).compile()
+  naive = harness.time_fn(lambda: naive_exec(params, prompts, mask, key=key)["tokens"],
+                          warmup=0, iters=args.naive_iters)
+
+  cached_tps = new_tokens / harness.median(cached)
+  naive_tps = new_tokens / harness.median(naive)
+  result = {
+      "bench": "sampling", "size": args.size, "vocab": args.vocab, "batch": args.batch,
+      "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "dtype": args.dtype,
+      "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+      "cached_tokens_per_s": cached_tps, "cached_call_s": harness.median(cached),
+      "cached_first_call_s": cached_first,
+      "naive_tokens_per_s": naive_tps, "naive_call_s": harness.median(naive),
+      "speedup_vs_naive": cached_tps / naive_tps,
+  }
+  if not args.no_peer:
+    peer = harness.run_peer("generate", n_layer=cfg.n_layers, d_model=cfg.d_model,
+                            n_head=cfg.n_heads, vocab=args.vocab, batch=args.batch,
+                            prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+                            steps=args.iters, warmup=1)
+    if peer:
+      result["peer"] = {k: peer[k] for k in ("tokens_per_s", "step_time_s", "torch",
+                                             "transformers", "threads") if k in peer}
+      result["speedup_vs_peer"] = cached_tps / peer["tokens_per_s"]
+  harness.emit(result)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,101 @@
+"""Talk to a policy: `python -m hh_jax.chat --workdir=DIR [--temperature=0.7 --top_p=0.95]`.
+
+Loads the run's params and tokenizer (an LM, distilled or PPO workdir), keeps the whole
+Human/Assistant history as the context of each reply, and prints the reply token by token
+as it is sampled. `/reset` forgets the history; an empty line or end of input quits.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Iterable, TextIO
+
+import jax
+from absl import app, flags, logging
+
+from hh_jax.data.tokenizer import ASSISTANT, HUMAN
+from hh_jax.errors import UserError
+from hh_jax.model import sampling
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with checkpoints/ and tokenizer.model")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.7, "0 for greedy")
+_TOP_P = flags.DEFINE_float("top_p", 0.95, "nucleus sampling mass")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "0 for off")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 128, "longest reply in tokens")
+_SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
+
+
+def reply(sampler: sampling.Sampler, tok, history: str, key, settings: sampling.Settings,
+          out: TextIO | None = None) -> str:
+  """Samples the Assistant's next turn after `history` (which ends with the Assistant
+  marker), writing its text to `out` as it grows; returns the text without the stop token."""
+  ids, shown = [], ""
+  for t in sampler.stream(tok.encode(history), key, settings):
+    if t in settings.stop_ids:
+      break
+    ids.append(t)
+    text = tok.decode(ids)
+    # Hold back a half-decoded UTF-8 character (byte pieces decode to U+FFFD until complete).
+    if out is not None and not text.endswith("\ufffd") and text.startswith(shown):
+      out.write(text[len(shown):])
+      out.flush()
+      shown = text
+  text = tok.decode(ids)
+  if out is not None:
+    out.write((text[len(shown):] if text.startswith(shown) else "") + "\n")
+    out.flush()
+  return text
+
+
+def session(sampler, tok, lines: Iterable[str], settings: sampling.Settings, seed: int = 0,
+            out: TextIO | None = None) -> str:
+  """Runs a conversation over `lines` of Human input; returns the final transcript."""
+  history = ""
+  key = jax.random.PRNGKey(seed)
+  for turn, line in enumerate(lines):
+    line = line.strip()
+    if not line:
+      break
+    if line == "/reset":
+      history = ""
+      continue
+    history += f"{HUMAN} {line}{ASSISTANT}"
+    if out is not None:
+      out.write("Assistant:")
+    history += reply(sampler, tok, history, jax.random.fold_in(key, turn), settings, out)
+  return history
+
+
+def _lines(prompt: str):
+  while True:
+    try:
+      yield input(prompt)
+    except EOFError:
+      return
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; chat takes only --flags")
+  if _WORKDIR.value is None:
+    raise UserError("--workdir is required: pass the run to talk to, --workdir=DIR")
+  model_cfg, params, tok = sampling.load_lm(_WORKDIR.value)
+  settings = sampling.Settings(max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
+                               top_k=_TOP_K.value, top_p=_TOP_P.value,
+                               stop_ids=sampling.stop_ids_for(tok), pad_id=tok.pad_id)
+  settings.check()
+  sampler = sampling.Sampler(model_cfg, params)
+  print("Type a message (/reset to start over, empty line to quit).", file=sys.stderr)
+  session(sampler, tok, _lines("Human: "), settings, _SEED.value, sys.stdout)
+
+
+def main():
+  logging.set_verbosity(logging.WARNING)
+  try:
+    app.run(_main)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,169 @@
+"""Rejection sampling (best-of-k): k samples per prompt, the PM keeps the best.
+
+For each prompt the policy draws k responses (k = 16 by default); a scorer (the PM, or
+on the synthetic task the gold labeler) ranks them. The best becomes the response, and
+(best, worst) becomes a new comparison written in the hh-rlhf jsonl format, so the next
+PM can train on it.
+
+Best-of-k moves away from the policy by a known amount: its KL to the policy is
+log k - (k-1)/k (Stiennon et al. 2020, appendix), recorded with every result. On the
+synthetic task the gold score of the PM's pick is tabulated for k in {1, 2, 4, 8, 16},
+each best-of-k averaged over the k-sized groups the K samples split into; that table is
+the curve of gold reward vs KL that PPO has to beat.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Protocol, Sequence
+
+import jax
+import numpy as np
+
+from hh_jax.data import hh_rlhf, synthetic
+from hh_jax.errors import UserError
+from hh_jax.model import sampling
+from hh_jax.parallel import mesh as mesh_lib
+from hh_jax.train import runner
+
+
+class Scorer(Protocol):
+  """What rejection sampling needs of a PM: `hh_jax.rl.reward.PMScorer` is one."""
+
+  def score(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    ...
+
+
+class GoldScorer:
+  """The synthetic task's gold labeler behind the Scorer interface."""
+
+  def score(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    return np.asarray([synthetic.gold_score(c, r) for c, r in zip(contexts, responses)],
+                      np.float32)
+
+
+def analytic_kl(k: int) -> float:
+  """KL(best-of-k || policy) in nats: log k - (k-1)/k."""
+  return math.log(k) - (k - 1) / k
+
+
+def best_of(scores: np.ndarray, k: int) -> np.ndarray:
+  """Index (into the K columns) of the best of each k-sized group: [n, K // k]."""
+  n, total = scores.shape
+  groups = total // k
+  s = scores[:, :groups * k].reshape(n, groups, k)  # [n, groups, k]
+  return np.argmax(s, axis=-1) + np.arange(groups)[None, :] * k
+
+
+def gold_table(selector: np.ndarray, gold: np.ndarray, ks: Sequence[int]) -> list[dict]:
+  """Mean gold score of best-of-k picked by `selector`, and of the gold oracle's own pick."""
+  rows = []
+  for k in ks:
+    pick = best_of(selector, k)  # [n, groups]
+    oracle = best_of(gold, k)
+    rows.append({"k": int(k), "analytic_kl": analytic_kl(k),
+                 "gold": float(np.take_along_axis(gold, pick, axis=1).mean()),
+                 "selector_score": float(np.take_along_axis(selector, pick, axis=1).mean()),
+                 "gold_oracle": float(np.take_along_axis(gold, oracle, axis=1).mean())})
+  return rows
+
+
+def sample_k(sampler: sampling.Sampler, tok, contexts: Sequence[str], k: int, key,
+             settings: sampling.Settings, batch_size: int) -> list[list[str]]:
+  """k responses per context, [n][k]; rows of one context are k consecutive batch rows."""
+  ids = [tok.encode(c) for c in contexts]
+  rows = [i for i in range(len(ids)) for _ in range(k)]
+  texts: list[str] = []
+  for b, lo in enumerate(range(0, len(rows), batch_size)):
+    chunk = rows[lo:lo + batch_size]
+    out = sampler([ids[i] for i in chunk], jax.random.fold_in(key, b), settings)
+    texts.extend(sampling.decode_samples(tok, out))
+  return [texts[i * k:(i + 1) * k] for i in range(len(ids))]
+
+
+def write_pairs(path: str, contexts, responses, scores) -> int:
+  """(best, worst) of each prompt as an hh-rlhf line; prompts whose k samples tie are skipped."""
+  n = 0
+  with open(path, "w") as f:
+    for c, rs, s in zip(contexts, responses, scores):
+      hi, lo = int(np.argmax(s)), int(np.argmin(s))
+      if s[hi] == s[lo] or rs[hi].strip() == rs[lo].strip() or not rs[lo].strip():
+        continue
+      f.write(json.dumps({"chosen": c + rs[hi], "rejected": c + rs[lo]}) + "\n")
+      n += 1
+  return n
+
+
+def load_contexts(config) -> tuple[list[str], bool]:
+  """(contexts, synthetic?) from config.data."""
+  d = config.data
+  if d.source == "synthetic":
+    return [p.context for p in synthetic.prompts(d.num_prompts, d.seed, d.mixture)], True
+  if d.source == "hh_rlhf":
+    pairs, _ = hh_rlhf.read_file(d.hh_file)
+    return [p.context for p in pairs[:d.num_prompts]], False
+  raise UserError(f"data.source={d.source!r}; use 'synthetic' or 'hh_rlhf'")
+
+
+def make_scorer(config, mesh) -> tuple[Scorer, str]:
+  if config.rs.scorer == "gold":
+    if config.data.source != "synthetic":
+      raise UserError("rs.scorer='gold' exists only on the synthetic task; "
+                      "set --config.rs.pm_workdir and rs.scorer=pm")
+    return GoldScorer(), "gold"
+  if config.rs.scorer == "pm":
+    if not config.rs.pm_workdir:
+      raise UserError("rs.scorer='pm' needs --config.rs.pm_workdir=PM_WORKDIR")
+    from hh_jax.rl import reward  # the PM stage's scorer
+    return reward.PMScorer.from_workdir(config.rs.pm_workdir, mesh), "pm"
+  raise UserError(f"rs.scorer={config.rs.scorer!r}; use 'pm' or 'gold'")
+
+
+def run(config, workdir: str):
+  """Best-of-k over the configured prompts; writes pairs, best responses and the table."""
+  if not config.rs.policy_workdir:
+    raise UserError("rejection sampling needs a policy: pass --config.rs.policy_workdir=DIR "
+                    "(an LM or distilled run)")
+  k = int(config.rs.k)
+  ks = [x for x in (1, 2, 4, 8, 16, 32, 64) if x <= k]
+  if k < 2:
+    raise UserError(f"rs.k={k}; best-of-k needs at least 2 samples per prompt")
+  workdir = runner.prepare_workdir(workdir)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  div = mesh_lib.batch_size_divisor(mesh)
+  if config.rs.batch_size % div:
+    raise UserError(f"rs.batch_size={config.rs.batch_size} is not divisible by the mesh's {div} "
+                    f"data shards; use a multiple of {div}")
+  runner.write_config(config, workdir)
+  model_cfg, params, tok = sampling.load_lm(config.rs.policy_workdir, mesh)
+  scorer, scorer_name = make_scorer(config, mesh)
+  contexts, is_synthetic = load_contexts(config)
+
+  settings = sampling.Settings(max_new_tokens=config.sampling.max_new_tokens,
+                               temperature=config.sampling.temperature,
+                               top_k=config.sampling.top_k, top_p=config.sampling.top_p,
+                               stop_ids=sampling.stop_ids_for(tok))
+  sampler = sampling.Sampler(model_cfg, params, mesh, batch_size=config.rs.batch_size)
+  responses = sample_k(sampler, tok, contexts, k, jax.random.PRNGKey(config.seed), settings,
+                       config.rs.batch_size)
+  flat_c = [c for c in contexts for _ in range(k)]
+  flat_r = [r for rs in responses for r in rs]
+  scores = np.asarray(scorer.score(flat_c, flat_r), np.float32).reshape(len(contexts), k)
+
+  pairs = write_pairs(os.path.join(workdir, "rs_pairs.jsonl"), contexts, responses, scores)
+  best = np.argmax(scores, axis=1)
+  with open(os.path.join(workdir, "rs_best.jsonl"), "w") as f:
+    for c, rs, s, b in zip(contexts, responses, scores, best):
+      f.write(json.dumps({"context": c, "response": rs[b], "score": float(s[b]), "k": k,
+                          "analytic_kl": analytic_kl(k)}) + "\n")
+  result = {"k": k, "analytic_kl": analytic_kl(k), "scorer": scorer_name,
+            "prompts": len(contexts), "pairs_written": pairs,
+            "mean_best_score": float(scores.max(axis=1).mean()),
+            "mean_score": float(scores.mean())}
+  if is_synthetic:
+    gold = GoldScorer().score(flat_c, flat_r).reshape(len(contexts), k)
+    result["gold_vs_k"] = gold_table(scores, gold, ks)
+  runner.save_json(workdir, "rs_results.json", result)
+  print(json.dumps(result), flush=True)
+  return result

@@ -1,0 +1,38 @@
+"""The 13M PM step compiles for a small TPU slice on this CPU and reports per-chip memory.
+
+Needs libtpu (requirements-tpu.txt) for the TPU compiler; skipped without it. The full plan
+(every rung up to 52B) is `python bench/memory_plan.py`, too slow for the suite.
+"""
+import os
+import sys
+
+import pytest
+
+pytest.importorskip("libtpu", reason="libtpu is not installed: pip install -r requirements-tpu.txt "
+                    "to compile for TPU topologies on a CPU machine")
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+import memory_plan  # noqa: E402
+
+
+def test_13m_pm_step_compiles_for_v5p_8():
+  row = memory_plan.Row("13m", "pm", "v5p:2x2x1", (1, 2, 2), remat="full", dtype="bfloat16",
+                        batch=8, seq_len=128)
+  try:
+    devices = memory_plan.tpu_devices(row.topology)
+  except Exception as e:  # pylint: disable=broad-except
+    pytest.skip(f"libtpu cannot describe {row.topology} here: {str(e).splitlines()[0][:200]}")
+  r = memory_plan.compile_row(row, devices)
+  assert r["slice"] == "v5p-8" and r["chips"] == 4
+  assert r["compiler_error"] == "" and r["fits"]
+  # The state is float32 params + two Adam moments, sharded 4 ways (fsdp × tensor), and the
+  # compiler's argument bytes agree with the shard arithmetic.
+  state_gib = 3 * 4 * r["params"] / 4 / memory_plan.GIB
+  assert state_gib <= r["argument_gib"] < 1.1 * state_gib
+  assert 0 < r["total_gib"] < r["hbm_gib"] == 95
+
+
+def test_slice_names_follow_gcloud():
+  assert memory_plan.slice_name("v5p:4x4x4") == "v5p-128"
+  assert memory_plan.slice_name("v4:4x4x8") == "v4-256"
+  assert memory_plan.slice_name("v5e:16x16") == "v5litepod-256"

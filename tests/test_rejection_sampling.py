@@ -1,0 +1,65 @@
+"""Best-of-k: the analytic KL, the best-of-k estimator, hh-rlhf output, the stage end to end."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from configs import lm as lm_config
+from configs import rs as rs_config
+from hh_jax.data import hh_rlhf
+from hh_jax.errors import UserError
+from hh_jax.rl import rejection_sampling as rs
+from hh_jax.train import lm
+
+
+def test_analytic_kl():
+  assert rs.analytic_kl(1) == 0.0
+  assert rs.analytic_kl(16) == pytest.approx(math.log(16) - 15 / 16)
+  assert all(rs.analytic_kl(2 * k) > rs.analytic_kl(k) for k in (1, 2, 4, 8))
+
+
+def test_best_of_groups_and_gold_table():
+  selector = np.asarray([[0.0, 3.0, 1.0, 2.0]])
+  gold = np.asarray([[1.0, -1.0, 5.0, 0.0]])
+  np.testing.assert_array_equal(rs.best_of(selector, 2), [[1, 3]])
+  np.testing.assert_array_equal(rs.best_of(selector, 4), [[1]])
+  rows = {r["k"]: r for r in rs.gold_table(selector, gold, [1, 2, 4])}
+  assert rows[1]["gold"] == pytest.approx(gold.mean())
+  assert rows[2]["gold"] == pytest.approx((-1.0 + 0.0) / 2)  # the selector's picks
+  assert rows[2]["gold_oracle"] == pytest.approx((1.0 + 5.0) / 2)
+  assert rows[4]["selector_score"] == 3.0 and rows[4]["analytic_kl"] == rs.analytic_kl(4)
+
+
+def test_pairs_are_hh_rlhf_lines(tmp_path):
+  path = str(tmp_path / "p.jsonl")
+  contexts = ["\n\nHuman: hi\n\nAssistant:", "\n\nHuman: yo\n\nAssistant:"]
+  responses = [[" good", " bad", " ok"], [" same", " same", " same"]]
+  scores = np.asarray([[2.0, -1.0, 0.0], [1.0, 1.0, 1.0]])
+  assert rs.write_pairs(path, contexts, responses, scores) == 1  # the tied prompt is skipped
+  with open(path) as f:
+    lines = f.readlines()
+  c_ctx, chosen, r_ctx, rejected = hh_rlhf.parse_line(lines[0])
+  assert (c_ctx, chosen, r_ctx, rejected) == (contexts[0], " good", contexts[0], " bad")
+
+
+def test_stage_with_the_gold_scorer(tmp_path):
+  lm_dir = str(tmp_path / "lm")
+  c = lm_config.get_config("size=test,runlocal=True")
+  c.train.total_steps = 2
+  lm.run(c, lm_dir)
+  cfg = rs_config.get_config(f"policy={lm_dir},runlocal=True")
+  out = str(tmp_path / "rs")
+  result = rs.run(cfg, out)
+  assert result["scorer"] == "gold" and result["k"] == 4 and result["prompts"] == 4
+  assert [r["k"] for r in result["gold_vs_k"]] == [1, 2, 4]
+  oracle = [r["gold_oracle"] for r in result["gold_vs_k"]]
+  assert oracle == sorted(oracle)  # best-of-k by gold itself never gets worse with k
+  with open(os.path.join(out, "rs_results.json")) as f:
+    assert json.load(f)["analytic_kl"] == pytest.approx(rs.analytic_kl(4))
+  with open(os.path.join(out, "rs_best.jsonl")) as f:
+    assert len(f.readlines()) == 4
+  cfg.rs.scorer = "pm"
+  with pytest.raises(UserError, match="pm_workdir"):
+    rs.run(cfg, out)
