@@ -54,7 +54,7 @@ def get_config(arg=None):
   c.data.source = a["data"]  # synthetic | hh_rlhf
   c.data.train_files = ""  # hh_rlhf: comma-separated jsonl(.gz)
   c.data.eval_files = ""  # hh_rlhf: held-out files for the in-training eval
-  c.data.num_train = 16_000 if a["data"] == "synthetic" else 0  # hh_rlhf: 0 = all
+  c.data.num_train = 8000 if a["data"] == "synthetic" else 0  # hh_rlhf: 0 = all
   c.data.num_eval = 1000  # synthetic held-out pairs (noise-free labels, another seed)
   c.data.mixture = "mixed"  # synthetic: helpful | harmless | mixed
   c.data.temperature = 0.0  # synthetic labeler's Bradley-Terry temperature (0: noise-free)

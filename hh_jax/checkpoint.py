@@ -78,9 +78,9 @@ def _path_str(path) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def _shape_hint(path: str) -> str:
-  if path.startswith("embedding"):
-    return "the tokenizer/vocabulary differs; use model.vocab_size of the source run"
+def _shape_hint(path: str, have: tuple, need: tuple) -> str:
+  if path == "embedding" and have[1:] == need[1:]:
+    return "the vocabulary differs; use model.vocab_size of the source run"
   return "the model size differs; use the model size of the source run"
 
 
@@ -122,7 +122,7 @@ def restore_params(directory: str, abstract_params, step: int | None = None):
       if have != tuple(leaf.shape):
         raise UserError(f"cannot restore params/{name} from {directory}/{step}: the checkpoint "
                         f"has shape {have}, this model needs {tuple(leaf.shape)}; "
-                        f"{_shape_hint(name)}")
+                        f"{_shape_hint(name, have, tuple(leaf.shape))}")
       wanted[name] = leaf
     subset = _unflatten(wanted)
     if not subset:

@@ -25,9 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 240
 
 
-@pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory):
-  out = tmp_path_factory.mktemp("multihost")
+def _two_process_run(out):
   env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
   codes, logs = local_multiprocess.launch(
       [sys.executable, os.path.join(REPO, "tests", "multihost_worker.py"), str(out)],
@@ -37,39 +35,38 @@ def two_process_run(tmp_path_factory):
     tails = "\n".join(f"--- process {i} (exit {c}) ---\n{log[-3000:]}"
                       for i, (c, log) in enumerate(zip(codes, logs)))
     pytest.fail(f"2-process run failed: {codes}\n{tails}")
-  return out
 
 
-def test_two_processes_match_one_process(two_process_run):
+# One test, not three sharing a fixture: xdist would run the 2-process job once per worker.
+def test_two_processes_match_one_process_and_their_checkpoint_restores(tmp_path):
+  _two_process_run(tmp_path)
+  got = np.load(tmp_path / "result.npz")
+
+  # Same loss and updated params as one process with the same 8-device mesh.
   assert jax.process_count() == 1 and jax.device_count() == 8
   metrics, state = worker.one_step()
-  got = np.load(two_process_run / "result.npz")
   np.testing.assert_allclose(got["loss"], metrics["loss"], rtol=1e-5)
   ref = worker.flat(jax.device_get(state.params))
   assert set(ref) == set(got.files) - {"loss"}
   for name, want in ref.items():
     np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
 
+  # Only process 0 wrote metrics.
+  assert [r["step"] for r in metrics_lib.read_metrics(str(tmp_path))] == [1]
 
-def test_only_process_zero_logs(two_process_run):
-  rows = metrics_lib.read_metrics(str(two_process_run))
-  assert [r["step"] for r in rows] == [1]
-
-
-def test_two_process_checkpoint_restores_in_one_process(two_process_run):
-  mesh = worker.make_mesh((1, 4, 2))  # a different layout than the writer's: orbax reshards
+  # The checkpoint both processes wrote restores in one process, onto another layout.
+  mesh = worker.make_mesh((1, 4, 2))
   model, tx = worker.model_and_tx()
   abstract, shardings = state_lib.abstract_and_shardings(model, tx, worker.example_tokens(), mesh)
-  ckpt = ckpt_lib.Checkpointer(str(two_process_run / "checkpoints"))
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path / "checkpoints"))
   try:
-    state, data_state = ckpt.restore(abstract)
+    restored, data_state = ckpt.restore(abstract)
   finally:
     ckpt.close()
-  assert int(state.step) == 1 and data_state == {"position": 1}
-  wi = state.params["layers"]["mlp"]["wi"]["kernel"]
+  assert int(restored.step) == 1 and data_state == {"position": 1}
+  wi = restored.params["layers"]["mlp"]["wi"]["kernel"]
   assert wi.sharding == shardings.params["layers"]["mlp"]["wi"]["kernel"]
-  got = np.load(two_process_run / "result.npz")
-  for name, value in worker.flat(jax.device_get(state.params)).items():
+  for name, value in worker.flat(jax.device_get(restored.params)).items():
     np.testing.assert_array_equal(value, got[name], err_msg=name)
 
 

@@ -14,7 +14,10 @@ import io
 import os
 from typing import Iterable, Sequence
 
+import jax
 import sentencepiece as spm
+
+from hh_jax.parallel import multihost
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
@@ -100,6 +103,9 @@ def load_or_train(workdir: str, texts_fn, vocab_size: int, path: str | None = No
   own = os.path.join(workdir, FILENAME)
   if os.path.exists(own):
     return Tokenizer.load(own)
-  tok = train(texts_fn(), vocab_size)
-  tok.save(own)
-  return tok
+  # One process trains and writes; the others wait and read that file, so every process of
+  # a multi-host run holds the same ids.
+  if jax.process_index() == 0:
+    train(texts_fn(), vocab_size).save(own)
+  multihost.sync("tokenizer_written")
+  return Tokenizer.load(own)

@@ -23,7 +23,6 @@ import glob
 import os
 
 import jax
-import numpy as np
 
 from hh_jax.errors import UserError
 
