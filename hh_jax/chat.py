@@ -16,12 +16,19 @@ from hh_jax.data.tokenizer import ASSISTANT, HUMAN
 from hh_jax.errors import UserError
 from hh_jax.model import sampling
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with checkpoints/ and tokenizer.model")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.7, "0 for greedy")
-_TOP_P = flags.DEFINE_float("top_p", 0.95, "nucleus sampling mass")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "0 for off")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 128, "longest reply in tokens")
-_SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
+_FLAGS = {}
+
+
+def _define_flags():
+  """Defined when chat runs, not on import, so a process that also imports hh_jax.main
+  (which owns --workdir there) can use `session` and `reply`."""
+  _FLAGS.update(
+      workdir=flags.DEFINE_string("workdir", None, "Run directory with checkpoints/ and tokenizer.model"),
+      temperature=flags.DEFINE_float("temperature", 0.7, "0 for greedy"),
+      top_p=flags.DEFINE_float("top_p", 0.95, "nucleus sampling mass"),
+      top_k=flags.DEFINE_integer("top_k", 0, "0 for off"),
+      max_new_tokens=flags.DEFINE_integer("max_new_tokens", 128, "longest reply in tokens"),
+      seed=flags.DEFINE_integer("seed", 0, "sampling seed"))
 
 
 def reply(sampler: sampling.Sampler, tok, history: str, key, settings: sampling.Settings,
@@ -76,20 +83,21 @@ def _lines(prompt: str):
 def _main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; chat takes only --flags")
-  if _WORKDIR.value is None:
+  if _FLAGS['workdir'].value is None:
     raise UserError("--workdir is required: pass the run to talk to, --workdir=DIR")
-  model_cfg, params, tok = sampling.load_lm(_WORKDIR.value)
-  settings = sampling.Settings(max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
-                               top_k=_TOP_K.value, top_p=_TOP_P.value,
+  model_cfg, params, tok = sampling.load_lm(_FLAGS['workdir'].value)
+  settings = sampling.Settings(max_new_tokens=_FLAGS['max_new_tokens'].value, temperature=_FLAGS['temperature'].value,
+                               top_k=_FLAGS['top_k'].value, top_p=_FLAGS['top_p'].value,
                                stop_ids=sampling.stop_ids_for(tok), pad_id=tok.pad_id)
   settings.check()
   sampler = sampling.Sampler(model_cfg, params)
   print("Type a message (/reset to start over, empty line to quit).", file=sys.stderr)
-  session(sampler, tok, _lines("Human: "), settings, _SEED.value, sys.stdout)
+  session(sampler, tok, _lines("Human: "), settings, _FLAGS['seed'].value, sys.stdout)
 
 
 def main():
   logging.set_verbosity(logging.WARNING)
+  _define_flags()
   try:
     app.run(_main)
   except UserError as e:

@@ -16,6 +16,7 @@ the ones a loss computes. The param tree is the same with or without a cache.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -93,10 +94,13 @@ class Projection(nn.Module):
   def __call__(self, x):
     kernel = self.param("kernel", _init(self.names, self.std), self.shape)
     n_in = 1 if self.names[0] == "embed" else 2  # contract embed, or (heads, kv)
-    letters = "hkd"[:len(self.shape)]
-    lhs = "bs" + letters[:n_in]
-    y = jnp.einsum(f"{lhs},{letters}->bs{letters[n_in:]}", x.astype(self.dtype),
-                   kernel.astype(self.dtype))
+    d_in, d_out = math.prod(self.shape[:n_in]), math.prod(self.shape[n_in:])
+    lead = x.shape[:-n_in]  # [batch, seq]
+    # One 2-D GEMM over the flattened axes: XLA:CPU runs it ~1.5× faster than the same
+    # contraction written as a multi-axis einsum, and the reshapes are free.
+    y = jnp.dot(x.reshape(-1, d_in).astype(self.dtype),
+                kernel.reshape(d_in, d_out).astype(self.dtype))  # [batch·seq, d_out]
+    y = y.reshape(*lead, *self.shape[n_in:])
     if not self.use_bias:
       return y
     bias = self.param("bias", _init(self.names[n_in:]), self.shape[n_in:])
@@ -130,11 +134,15 @@ class Attention(nn.Module):
       q, k = rotary(q, positions), rotary(k, positions)
     q = _constrain(q, ("batch", "act_length", "act_heads", None))
     q = q * (cfg.head_dim ** -0.5)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)  # [batch, heads, q, k]
     if kv is None:
+      # Heads-major copies first: the score and value dots then run as plain batched GEMMs,
+      # which XLA:CPU executes markedly faster than with the heads axis in the middle.
+      qh, kh, vh = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # [batch, heads, seq, head_dim]
+      logits = jnp.einsum("bhqd,bhkd->bhqk", qh, kh).astype(jnp.float32)  # [batch, heads, q, k]
       probs = jax.nn.softmax(logits + bias[:, None, :, :], axis=-1).astype(dtype)
-      out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq, heads, head_dim]
+      out = jnp.einsum("bhqk,bhkd->bhqd", probs, vh).transpose(0, 2, 1, 3)  # [batch, seq, heads, head_dim]
     else:
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)  # [batch, heads, q, new]
       # Cached and new keys as two dots joined in the softmax, so the cache is only read,
       # never copied: in a decode loop it is updated in place once, after all layers. Its
       # layouts are the ones the two dots consume as they are (keys with head_dim before

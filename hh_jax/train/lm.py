@@ -29,8 +29,11 @@ BATCH_NDIMS = {"inputs": 2, "targets": 2, "mask": 2}
 
 def token_nll(logits, targets):
   """Per-token negative log-likelihood. logits [batch, seq, vocab], targets [batch, seq]."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]  # [batch, seq]
+  logits = logits.astype(jnp.float32)
+  # logsumexp minus a one-hot dot rather than a gather: the gradient is then dense
+  # (softmax − one_hot), which fuses, instead of a scatter into [batch, seq, vocab].
+  picked = jnp.sum(logits * jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype), -1)
+  return jax.nn.logsumexp(logits, axis=-1) - picked  # [batch, seq]
 
 
 def loss_fn(params, batch, model, normalizer):
