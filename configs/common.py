@@ -43,3 +43,26 @@ def distributed():
   """
   return ml_collections.ConfigDict({"coordinator_address": "", "num_processes": 0,
                                     "process_id": -1, "timeout_s": 300})
+
+
+def adamw(learning_rate: float, warmup_steps: int, weight_decay: float = 0.1, **extra):
+  """The optimizer settings every stage shares (hh_jax/train/optimizer.py reads them)."""
+  c = ml_collections.ConfigDict({
+      "learning_rate": learning_rate, "warmup_steps": warmup_steps, "min_lr_ratio": 0.1,
+      "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": weight_decay,
+      "grad_clip_norm": 1.0, "grad_accum_steps": 1})
+  c.update(extra)
+  return c
+
+
+def train_loop(total_steps: int, log_every: int, eval_every: int, ckpt_every: int, **extra):
+  """Loop settings every stage shares (hh_jax/train/runner.py reads them).
+
+  `stop_at_step` > 0 stops a run (with a checkpoint) after that step, as a preemption would.
+  """
+  c = ml_collections.ConfigDict({
+      "total_steps": total_steps, "log_every": log_every, "eval_every": eval_every,
+      "ckpt_every": ckpt_every, "keep_checkpoints": 2, "async_checkpointing": True,
+      "stop_at_step": 0})
+  c.update(extra)
+  return c

@@ -32,25 +32,10 @@ def get_config(arg=None):
   c.data.seq_len = 56 if small else 512
   c.data.batch_size = 16 if small else 64
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = 3e-4 if small else 1e-5
-  c.optim.warmup_steps = 10 if small else 200
-  c.optim.min_lr_ratio = 0.1
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.95
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.0  # stay near the LM: decay would pull away from both models
-  c.optim.grad_clip_norm = 1.0
-  c.optim.grad_accum_steps = 1
-
-  c.train = ml_collections.ConfigDict()
-  c.train.total_steps = 200 if small else 5000
-  c.train.log_every = 10 if small else 50
-  c.train.eval_every = 100 if small else 1000
-  c.train.ckpt_every = 100 if small else 1000
-  c.train.keep_checkpoints = 2
-  c.train.async_checkpointing = True
-  c.train.stop_at_step = 0
+  # No weight decay: stay near the LM, decay would pull away from both models.
+  c.optim = common.adamw(3e-4 if small else 1e-5, 10 if small else 200, weight_decay=0.0)
+  c.train = common.train_loop(200 if small else 5000, 10 if small else 50,
+                              100 if small else 1000, 100 if small else 1000)
 
   if a["runlocal"]:
     c.data.num_dialogues = 64

@@ -28,26 +28,9 @@ def get_config(arg=None):
   c.data.tokenizer_vocab = c.model.vocab_size
   c.data.tokenizer_path = ""  # reuse an existing tokenizer.model instead of training one
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = 3e-3 if small else 6e-4
-  c.optim.warmup_steps = 20 if small else 2000
-  c.optim.min_lr_ratio = 0.1
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.95
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.1
-  c.optim.grad_clip_norm = 1.0
-  c.optim.grad_accum_steps = 1
-
-  c.train = ml_collections.ConfigDict()
-  c.train.total_steps = 300 if small else 100_000
-  c.train.log_every = 10 if small else 100
-  c.train.eval_every = 100 if small else 2000
-  c.train.eval_batches = 4
-  c.train.ckpt_every = 100 if small else 2000
-  c.train.keep_checkpoints = 2
-  c.train.async_checkpointing = True
-  c.train.stop_at_step = 0  # >0: stop (with a checkpoint) after this step, as a preemption would
+  c.optim = common.adamw(3e-3 if small else 6e-4, 20 if small else 2000)
+  c.train = common.train_loop(300 if small else 100_000, 10 if small else 100,
+                              100 if small else 2000, 100 if small else 2000, eval_batches=4)
 
   if a["runlocal"]:
     c.data.num_dialogues = 400

@@ -16,28 +16,12 @@ def pm_fields(c, small: bool):
   c.pm.lm_loss_weight = 0.0  # > 0: add the LM loss on the chosen transcript
   c.pm.center_weight = 0.0  # > 0: add weight · (r_chosen + r_rejected)²
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = 1e-3 if small else 1e-4  # used when lr_fraction is 0
-  c.optim.lr_fraction = 0.0  # > 0: this fraction of the source run's learning rate
-  c.optim.warmup_steps = 10 if small else 100
-  c.optim.min_lr_ratio = 0.1
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.95
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.1
-  c.optim.grad_clip_norm = 1.0
-  c.optim.grad_accum_steps = 1
-
-  c.train = ml_collections.ConfigDict()
-  c.train.num_epochs = 1
-  c.train.total_steps = 0  # > 0 overrides num_epochs
-  c.train.log_every = 10 if small else 50
-  c.train.eval_every = 100 if small else 500
-  c.train.eval_batches = 0  # 0: every held-out batch
-  c.train.ckpt_every = 200 if small else 1000
-  c.train.keep_checkpoints = 2
-  c.train.async_checkpointing = True
-  c.train.stop_at_step = 0
+  # learning_rate is used when lr_fraction is 0; lr_fraction > 0 takes that fraction of
+  # the source run's learning rate.
+  c.optim = common.adamw(1e-3 if small else 1e-4, 10 if small else 100, lr_fraction=0.0)
+  # total_steps > 0 overrides num_epochs; eval_batches 0 means every held-out batch.
+  c.train = common.train_loop(0, 10 if small else 50, 100 if small else 500,
+                              200 if small else 1000, num_epochs=1, eval_batches=0)
 
 
 def get_config(arg=None):
