@@ -35,11 +35,13 @@ def main():
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--dtype", default="float32")
   p.add_argument("--remat", default="none")
+  p.add_argument("--unroll", action="store_true", help="layers unrolled instead of nn.scan")
   p.add_argument("--no_peer", action="store_true")
   args = p.parse_args()
 
   cfg = models.get(args.size)
   cfg.vocab_size, cfg.max_len, cfg.dtype, cfg.remat_policy = args.vocab, args.seq, args.dtype, args.remat
+  cfg.scan_layers = not args.unroll
   optim_cfg = lm_config.get_config(f"size={args.size}").optim
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}),
                             devices=jax.devices()[:1])
@@ -70,7 +72,7 @@ def main():
   ours = tokens / step_time
   result = {
       "bench": "lm_step", "size": args.size, "vocab": args.vocab, "batch": args.batch,
-      "seq": args.seq, "dtype": args.dtype, "device": jax.devices()[0].device_kind,
+      "seq": args.seq, "dtype": args.dtype, "scan_layers": cfg.scan_layers, "device": jax.devices()[0].device_kind,
       "jax": jax.__version__, "step_time_s": step_time, "tokens_per_s": ours,
       "model_flops_per_token": flops_per_token,
       "achieved_flops_per_s": flops_per_token * ours,
