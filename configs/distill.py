@@ -16,6 +16,7 @@ def get_config(arg=None):
   c.seed = 0
   c.model = models.get(a["size"])  # replaced by the init run's model when the stage starts
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.distributed = common.distributed()
 
   c.distill = ml_collections.ConfigDict()
   c.distill.init_workdir = a["init"]

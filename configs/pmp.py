@@ -19,6 +19,7 @@ def get_config(arg=None):
   c.seed = 0
   c.model = models.get(a["size"])
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.distributed = common.distributed()
   small = a["size"] in ("test", "tiny")
   pm_config.pm_fields(c, small)
   c.optim.lr_fraction = 0.1

@@ -15,6 +15,7 @@ def get_config(arg=None):
   c.stage = "rs"
   c.seed = 0
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.distributed = common.distributed()
 
   c.rs = ml_collections.ConfigDict()
   c.rs.policy_workdir = a["policy"]  # an LM or distilled run: params + tokenizer
