@@ -15,7 +15,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import harness  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import lm as lm_config  # noqa: E402
@@ -43,8 +42,7 @@ def main():
   cfg.vocab_size, cfg.max_len, cfg.dtype, cfg.remat_policy = args.vocab, args.seq, args.dtype, args.remat
   cfg.scan_layers = not args.unroll
   optim_cfg = lm_config.get_config(f"size={args.size}").optim
-  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}),
-                            devices=jax.devices()[:1])
+  mesh = mesh_lib.one_device_mesh()
   model = Transformer(cfg)
   tx = optimizer.make(optim_cfg, 1000)
   state, shardings = state_lib.create(model, tx, jnp.zeros((args.batch, args.seq), jnp.int32),

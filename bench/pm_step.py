@@ -15,14 +15,13 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from configs import models  # noqa: E402
+from configs import common, models  # noqa: E402
 from hh_jax.model.transformer import Transformer  # noqa: E402
 from hh_jax.parallel import mesh as mesh_lib  # noqa: E402
 from hh_jax.train import optimizer, pm, runner, state as state_lib  # noqa: E402
@@ -53,11 +52,8 @@ def main():
   cfg.heads = ("scalar",)
   cfg.dtype = "float32"
   cfg.scan_layers = not args.unroll
-  optim = ml_collections.ConfigDict(dict(
-      learning_rate=1e-4, warmup_steps=0, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8,
-      weight_decay=0.1, grad_clip_norm=1.0))
-  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}),
-                            devices=jax.devices()[:1])
+  optim = common.adamw(1e-4, 0)
+  mesh = mesh_lib.one_device_mesh()
   model = Transformer(cfg)
   example = jnp.zeros((2 * args.batch, args.seq), jnp.int32)
   state, shardings = state_lib.create(model, optimizer.make(optim, 1000), example, mesh, 0)

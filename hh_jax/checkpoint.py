@@ -7,6 +7,7 @@ shardings from `jax.eval_shape`), so each process reads only its own shards.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -62,6 +63,15 @@ class Checkpointer:
   def close(self) -> None:
     self._mgr.wait_until_finished()
     self._mgr.close()
+
+
+def read_run_config(workdir: str, hint: str) -> dict:
+  """The resolved config.json another stage wrote; its absence is a one-line error + `hint`."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise UserError(f"{workdir} has no config.json; {hint}")
+  with open(path) as f:
+    return json.load(f)
 
 
 def first_line(err: Exception, limit: int = 300) -> str:

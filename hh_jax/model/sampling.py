@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Iterator, Sequence
 
@@ -27,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from hh_jax import checkpoint as ckpt_lib
 from hh_jax.data import tokenizer as tok_lib
@@ -217,7 +215,7 @@ class Sampler:
     self.cfg = model_cfg
     self.model = transformer.Transformer(model_cfg)
     self.params = params
-    self.mesh = mesh if mesh is not None else one_device_mesh()
+    self.mesh = mesh if mesh is not None else mesh_lib.one_device_mesh()
     self.buckets = tuple(sorted(buckets))
     self.batch_size = int(batch_size)
     self._caches = {}
@@ -313,10 +311,6 @@ def decode_samples(tok, samples: dict, strip_stop: bool = True) -> list[str]:
   return out
 
 
-def one_device_mesh():
-  return mesh_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-
-
 def load_lm(workdir: str, mesh=None, step: int | None = None):
   """(model config, params, tokenizer) of the LM head of a run (lm, distill, ppo policy).
 
@@ -324,20 +318,13 @@ def load_lm(workdir: str, mesh=None, step: int | None = None):
   the model config comes from the run's config.json, with the LM head alone.
   """
   workdir = os.path.abspath(workdir)
-  cfg_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(cfg_path):
-    raise UserError(f"{workdir} has no config.json; point --workdir at an LM or policy run")
-  with open(cfg_path) as f:
-    config = json.load(f)
+  config = ckpt_lib.read_run_config(workdir, "point --workdir at an LM or policy run")
   model_cfg = ml_collections.ConfigDict(config["model"])
   model_cfg.heads = ("lm",)
-  mesh = mesh if mesh is not None else one_device_mesh()
+  mesh = mesh if mesh is not None else mesh_lib.one_device_mesh()
   from hh_jax.train import state as state_lib  # train imports model: keep model importable alone
-  example = jnp.zeros((mesh_lib.batch_size_divisor(mesh), 8), jnp.int32)
-  abstract, _ = state_lib.abstract_and_shardings(transformer.Transformer(model_cfg),
-                                                 optax.identity(), example, mesh)
-  params, missing = ckpt_lib.restore_params(os.path.join(workdir, "checkpoints"),
-                                            abstract.params, step)
+  params, missing = state_lib.restore_run_params(transformer.Transformer(model_cfg), workdir,
+                                                 mesh, step)
   if missing:
     raise UserError(f"{workdir} checkpoint lacks {', '.join(missing)}; it is not an LM/policy run")
   tok = tok_lib.Tokenizer.load(os.path.join(workdir, tok_lib.FILENAME))

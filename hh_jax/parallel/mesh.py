@@ -43,6 +43,12 @@ def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
                        devices=devices)
 
 
+def one_device_mesh() -> jax.sharding.Mesh:
+  """The trivial mesh over the first device: the default for scoring and sampling."""
+  return jax.make_mesh((1, 1, 1), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=jax.devices()[:1])
+
+
 def batch_size_divisor(mesh) -> int:
   return math.prod(mesh.shape[a] for a in BATCH_AXES)
 

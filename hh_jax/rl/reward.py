@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from hh_jax import checkpoint as ckpt_lib
 from hh_jax.data import pairs as pairs_lib, tokenizer as tok_lib
@@ -36,11 +35,6 @@ def _bucket(n: int, seq_len: int) -> int:
   return min(b, seq_len)
 
 
-def _one_device_mesh():
-  cfg = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1})
-  return mesh_lib.make_mesh(cfg, devices=jax.devices()[:1])
-
-
 def scalar_model_config(model_cfg) -> ml_collections.ConfigDict:
   """The PM's rung with only the scalar head: the tied LM head adds no params, only FLOPs."""
   cfg = ml_collections.ConfigDict(dict(model_cfg))
@@ -53,7 +47,7 @@ class PMScorer:
 
   def __init__(self, model_cfg, params, tokenizer, seq_len: int, stats: dict | None,
                mesh=None, batch_size: int = 32):
-    self.mesh = mesh if mesh is not None else _one_device_mesh()
+    self.mesh = mesh if mesh is not None else mesh_lib.one_device_mesh()
     div = mesh_lib.batch_size_divisor(self.mesh)
     self.batch_size = -(-batch_size // div) * div
     self.model = Transformer(scalar_model_config(model_cfg))
@@ -75,21 +69,14 @@ class PMScorer:
   def from_workdir(cls, workdir: str, mesh=None, batch_size: int = 32, step: int | None = None,
                    seq_len: int | None = None) -> "PMScorer":
     workdir = os.path.abspath(workdir)
-    cfg_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(cfg_path):
-      raise UserError(f"{workdir} has no config.json; point the scorer at a PM workdir")
-    with open(cfg_path) as f:
-      config = json.load(f)
+    config = ckpt_lib.read_run_config(workdir, "point the scorer at a PM workdir")
     model_cfg = ml_collections.ConfigDict(config["model"])
     if "scalar" not in model_cfg.heads and config.get("stage") not in ("pm", "pmp"):
       raise UserError(f"{workdir} is a {config.get('stage')!r} run, not a PM; "
                       "point the scorer at a pm or pmp workdir")
-    mesh = mesh if mesh is not None else _one_device_mesh()
+    mesh = mesh if mesh is not None else mesh_lib.one_device_mesh()
     model = Transformer(scalar_model_config(model_cfg))
-    example = jnp.zeros((mesh_lib.batch_size_divisor(mesh), 8), jnp.int32)
-    abstract, _ = state_lib.abstract_and_shardings(model, optax.identity(), example, mesh)
-    params, missing = ckpt_lib.restore_params(os.path.join(workdir, "checkpoints"),
-                                              abstract.params, step)
+    params, missing = state_lib.restore_run_params(model, workdir, mesh, step)
     if missing:
       raise UserError(f"{workdir} checkpoint lacks {', '.join(missing)}; it is not a PM")
     stats = None
