@@ -16,6 +16,7 @@ the ones a loss computes. The param tree is the same with or without a cache.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -112,12 +113,11 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, bias, positions, kv=None):
-    """Returns (y, (k, v)) with k, v the new tokens' keys/values [batch, seq, heads, head_dim].
+    """Returns (y, new cache entry); the entry is None without a cache.
 
-    kv: optional cached keys [batch, heads, head_dim, cache_len] and values
-    [batch, heads, cache_len, head_dim] of earlier tokens; then `bias` is
-    [batch, seq, cache_len + seq] over (cache slots, new tokens), and the new k/v come back
-    in the cache's layouts.
+    kv: optional (keys [batch, heads, head_dim, cache_len], values
+    [batch, heads, cache_len, head_dim], index []) of this layer's cache; then `bias` is
+    [batch, seq, cache_len] over cache slots, counting these tokens as written at `index`.
     """
     cfg = self.cfg
     dtype = compute_dtype(cfg.dtype)
@@ -141,26 +141,27 @@ class Attention(nn.Module):
       logits = jnp.einsum("bhqd,bhkd->bhqk", qh, kh).astype(jnp.float32)  # [batch, heads, q, k]
       probs = jax.nn.softmax(logits + bias[:, None, :, :], axis=-1).astype(dtype)
       out = jnp.einsum("bhqk,bhkd->bhqd", probs, vh).transpose(0, 2, 1, 3)  # [batch, seq, heads, head_dim]
+      new_kv = None
     else:
-      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)  # [batch, heads, q, new]
-      # Cached and new keys as two dots joined in the softmax, so the cache is only read,
-      # never copied: in a decode loop it is updated in place once, after all layers. Its
-      # layouts are the ones the two dots consume as they are (keys with head_dim before
-      # length, values with length before head_dim): any other layout makes XLA transpose
-      # the whole cache at every step.
-      k_cache, v_cache = kv
-      cache_len = v_cache.shape[2]
-      old = jnp.einsum("bqhd,bhdk->bhqk", q, k_cache.astype(dtype)).astype(jnp.float32)
-      logits = jnp.concatenate([old, logits], axis=-1)  # [batch, heads, q, cache_len + q]
-      probs = jax.nn.softmax(logits + bias[:, None, :, :], axis=-1).astype(dtype)
-      out = (jnp.einsum("bhqk,bhkd->bqhd", probs[..., :cache_len], v_cache.astype(dtype))
-             + jnp.einsum("bhqk,bkhd->bqhd", probs[..., cache_len:], v))
-      k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # the cache's layouts
+      # Write first, then attend over the whole cache: the old cache is never read again,
+      # so a decode loop updates it in place (reading it and then writing it makes XLA copy
+      # every layer's cache at every token). The layouts are the ones the two dots consume
+      # as they are (keys with head_dim before length, values with length before head_dim).
+      k_cache, v_cache, index = kv
+      k_cache = jax.lax.dynamic_update_slice(
+          k_cache, k.transpose(0, 2, 3, 1).astype(k_cache.dtype), (0, 0, 0, index))
+      v_cache = jax.lax.dynamic_update_slice(
+          v_cache, v.transpose(0, 2, 1, 3).astype(v_cache.dtype), (0, 0, index, 0))
+      k_cache, v_cache = _constrain(k_cache, CACHE_AXES["k"]), _constrain(v_cache, CACHE_AXES["v"])
+      logits = jnp.einsum("bqhd,bhdk->bhqk", q, k_cache.astype(dtype)).astype(jnp.float32)
+      probs = jax.nn.softmax(logits + bias[:, None, :, :], axis=-1).astype(dtype)  # [batch, heads, q, cache_len]
+      out = jnp.einsum("bhqk,bhkd->bqhd", probs, v_cache.astype(dtype))  # [batch, seq, heads, head_dim]
+      new_kv = (k_cache, v_cache)
     # Output projection scaled down by depth, as in GPT-2, so the residual stream starts calm.
     out_std = std / (2 * cfg.n_layers) ** 0.5
     y = Projection((cfg.n_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), out_std,
                    dtype, name="out")(out)  # [batch, seq, embed]
-    return y, (k, v)
+    return y, new_kv
 
 
 class Mlp(nn.Module):
@@ -186,13 +187,13 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x, bias, positions, kv=None):
-    """kv: this layer's cached (keys, values), or None; returns (x, new (k, v) or None)."""
+    """kv: this layer's cache (keys, values, index), or None; returns (x, updated (k, v) or None)."""
     h, new_kv = Attention(self.cfg, name="attn")(
         LayerNorm(self.cfg.layer_norm_eps, name="ln1")(x), bias, positions, kv)
     x = x + h
     x = x + Mlp(self.cfg, name="mlp")(LayerNorm(self.cfg.layer_norm_eps, name="ln2")(x))
     x = _constrain(x, ("batch", "act_length", "act_embed"))
-    return x, (None if kv is None else new_kv)
+    return x, new_kv
 
 
 def _block_class(cfg):
@@ -202,6 +203,24 @@ def _block_class(cfg):
   if cfg.remat_policy == "none":
     return Block
   return nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+
+
+def _per_layer(layers, n_layers: int):
+  """Per-layer param trees from a scanned stack (leaves [layers, ...]) or an unstacked tuple."""
+  if isinstance(layers, (tuple, list)):
+    return tuple(layers)
+  return tuple(jax.tree.map(lambda a, i=i: a[i], layers) for i in range(n_layers))
+
+
+def unstack_layers(params, cfg):
+  """Params of a scanned model with the stack split per layer, for decoding loops.
+
+  The model accepts either form with a cache; slicing once before a `while_loop` keeps
+  the per-token step from copying every weight out of the stack.
+  """
+  if not cfg.scan_layers:
+    return params
+  return {**params, "layers": _per_layer(nn.unbox(params["layers"]), cfg.n_layers)}
 
 
 def attention_bias(mask):
@@ -223,31 +242,38 @@ def positions_from_mask(mask, offset=None):
   return jnp.maximum(counts - 1, 0)  # [batch, seq]
 
 
-CACHE_AXES = {"k": ("layers", "batch", "act_heads", None, "act_length"),
-              "v": ("layers", "batch", "act_heads", "act_length", None)}
+CACHE_AXES = {"k": ("batch", "act_heads", None, "act_length"),  # of each layer's array
+              "v": ("batch", "act_heads", "act_length", None)}
 
 
 def init_cache(cfg, batch: int, length: int):
   """An empty KV cache for `length` tokens, to pass as `Transformer(cfg)(..., cache=)`.
 
-  k: [layers, batch, heads, head_dim, length] and v: [layers, batch, heads, length, head_dim]
-  in the compute dtype (the layouts attention reads without a transpose); mask:
+  k: one [batch, heads, head_dim, length] and v: one [batch, heads, length, head_dim] per
+  layer (tuples), in the compute dtype and the layouts attention reads without a transpose;
+  separate buffers, so a decode step updates each in place and never slices a stack; mask:
   [batch, length] 1 on slots holding a real token; index: [] the next free slot, shared by
   all rows (prompts are left-padded to one length, so every row writes the same slot).
   """
   heads, head_dim = cfg.n_heads, cfg.head_dim
   dtype = compute_dtype(cfg.dtype)
-  return {"k": jnp.zeros((cfg.n_layers, batch, heads, head_dim, length), dtype),
-          "v": jnp.zeros((cfg.n_layers, batch, heads, length, head_dim), dtype),
+  return {"k": tuple(jnp.zeros((batch, heads, head_dim, length), dtype)
+                    for _ in range(cfg.n_layers)),
+          "v": tuple(jnp.zeros((batch, heads, length, head_dim), dtype)
+                    for _ in range(cfg.n_layers)),
           "mask": jnp.zeros((batch, length), jnp.int32), "index": jnp.zeros((), jnp.int32)}
 
 
-def _cache_bias(cache_mask, mask):
-  """Bias of new tokens over (cache slots, new tokens): [batch, seq, cache_len + seq]."""
-  seq = mask.shape[1]
-  old = jnp.where(cache_mask.astype(bool), 0.0, NEG_INF).astype(jnp.float32)  # [batch, len]
-  old = jnp.broadcast_to(old[:, None, :], (mask.shape[0], seq, old.shape[1]))
-  return jnp.concatenate([old, attention_bias(mask)], axis=-1)
+def _cache_bias(cache_mask, index, seq: int):
+  """Bias of `seq` new tokens over the cache slots once they are written: [batch, seq, len].
+
+  cache_mask [batch, len] already holds the new tokens' mask at [index, index + seq); new
+  token t sees a real slot j when j <= index + t (causal among the new tokens).
+  """
+  slots = jnp.arange(cache_mask.shape[1])  # [len]
+  own = index + jnp.arange(seq)  # [seq] the slot each new token is written to
+  allowed = (slots[None, :] <= own[:, None])[None] & cache_mask[:, None, :].astype(bool)
+  return jnp.where(allowed, 0.0, NEG_INF).astype(jnp.float32)  # [batch, seq, len]
 
 
 class Transformer(nn.Module):
@@ -284,6 +310,29 @@ class Transformer(nn.Module):
                                   kernel_init=_init(("embed", None), cfg.init_std),
                                   bias_init=_init((None,)))
 
+  def _decode_layers(self, x, bias, positions, kv):
+    """The layers one at a time over per-layer caches: (x, (new keys, new values) per layer).
+
+    A scanned stack would slice every layer's weights out of the stacked params at every
+    step: a copy of all the weights per token, the decode loop's largest cost. So with
+    scanned params each layer runs on its own slice, and a decode loop passes params from
+    `unstack_layers` (sliced once, before the loop) so that nothing is copied per token.
+    """
+    if self.cfg.scan_layers:
+      if self.is_initializing():
+        raise ValueError("initialize the model without a cache, then decode with its params")
+      per_layer = _per_layer(nn.unbox(self.variables["params"]["layers"]), self.cfg.n_layers)
+      block = Block(self.cfg, parent=None)
+      layers = [functools.partial(block.apply, {"params": p}) for p in per_layer]
+    else:
+      layers = self.layers
+    new_k, new_v = [], []
+    for layer, k, v in zip(layers, kv[0], kv[1]):
+      x, (k, v) = layer(x, bias, positions, (k, v, kv[2]))
+      new_k.append(k)
+      new_v.append(v)
+    return x, (tuple(new_k), tuple(new_v))
+
   def __call__(self, tokens, mask=None, cache=None, last_only=False):
     """tokens, mask: [batch, seq] int; mask is 1 on real tokens (default: all real).
 
@@ -307,35 +356,27 @@ class Transformer(nn.Module):
     if cache is None:
       bias, kv = attention_bias(mask), None  # [batch, seq, seq]
     else:
-      bias = _cache_bias(cache["mask"], mask)  # [batch, seq, cache_len + seq]
-      kv = (cache["k"], cache["v"])  # [layers, batch, heads, ...] (see init_cache)
-    if cfg.scan_layers:
-      x, new_kv = self.layers(x, bias, positions, kv)
+      index = cache["index"]
+      cache_mask = jax.lax.dynamic_update_slice(cache["mask"], mask.astype(jnp.int32), (0, index))
+      bias = _cache_bias(cache_mask, index, tokens.shape[1])  # [batch, seq, cache_len]
+      kv = (cache["k"], cache["v"], index)  # per layer [batch, heads, ...] (see init_cache)
+    if kv is not None:
+      x, new_kv = self._decode_layers(x, bias, positions, kv)
+    elif cfg.scan_layers:
+      x, _ = self.layers(x, bias, positions, None)
     else:
-      new_kv = []
-      for i, layer in enumerate(self.layers):
-        x, layer_kv = layer(x, bias, positions, None if kv is None else (kv[0][i], kv[1][i]))
-        new_kv.append(layer_kv)
-      new_kv = None if kv is None else jax.tree.map(lambda *a: jnp.stack(a), *new_kv)
+      for layer in self.layers:
+        x, _ = layer(x, bias, positions, None)
     if last_only:
       x = x[:, -1:]
     h = self.ln_f(x)  # [batch, seq, embed]
     out = {"hidden": h}
     if cache is not None:
-      out["cache"] = _append(cache, new_kv, mask)
+      out["cache"] = {"k": new_kv[0], "v": new_kv[1], "mask": cache_mask,
+                      "index": index + tokens.shape[1]}
     if "lm" in cfg.heads:
       logits = jnp.einsum("bse,ve->bsv", h, self.embed.astype(dtype))  # [batch, seq, vocab]
       out["logits"] = _constrain(logits.astype(jnp.float32), ("batch", "act_length", "act_vocab"))
     if "scalar" in cfg.heads:
       out["scalar"] = self.scalar_head(h.astype(jnp.float32))[..., 0]  # [batch, seq]
     return out
-
-
-def _append(cache, new_kv, mask):
-  """Writes the new tokens' k/v (in the cache's layouts, per layer) at the cache index."""
-  i = cache["index"]
-  k = jax.lax.dynamic_update_slice(cache["k"], new_kv[0].astype(cache["k"].dtype), (0, 0, 0, 0, i))
-  v = jax.lax.dynamic_update_slice(cache["v"], new_kv[1].astype(cache["v"].dtype), (0, 0, 0, i, 0))
-  m = jax.lax.dynamic_update_slice(cache["mask"], mask.astype(jnp.int32), (0, i))
-  return {"k": _constrain(k, CACHE_AXES["k"]), "v": _constrain(v, CACHE_AXES["v"]), "mask": m,
-          "index": i + mask.shape[1]}

@@ -49,10 +49,9 @@ def prompt_cache(model, params, prompt_ids, seq_len: int):
 def teacher_logits(model, params, cache, tokens, mask):
   """Logits [batch, seq, vocab] of the dialogues read after the cached prompt."""
   batch = tokens.shape[0]
-  cache = {"k": jnp.broadcast_to(cache["k"], cache["k"].shape[:1] + (batch,) + cache["k"].shape[2:]),
-           "v": jnp.broadcast_to(cache["v"], cache["v"].shape[:1] + (batch,) + cache["v"].shape[2:]),
-           "mask": jnp.broadcast_to(cache["mask"], (batch, cache["mask"].shape[1])),
-           "index": cache["index"]}
+  rows = lambda a: jnp.broadcast_to(a, (batch,) + a.shape[1:])  # noqa: E731  [1, ...] -> [batch, ...]
+  cache = {"k": tuple(map(rows, cache["k"])), "v": tuple(map(rows, cache["v"])),
+           "mask": rows(cache["mask"]), "index": cache["index"]}
   return model.apply({"params": params}, tokens, mask, cache=cache)["logits"]
 
 
