@@ -21,13 +21,19 @@ Typical use in a bench script:
 """
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import jax
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from hh_jax import host_malloc  # noqa: E402
+
+host_malloc.ensure()  # before jax: see hh_jax/host_malloc.py
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
@@ -89,8 +95,16 @@ def run_peer(task, *, timeout_s=1800, **shape):
   for key, value in shape.items():
     if value is not None:
       cmd += [f"--{key}", str(value)]
+  # The peer runs with the allocator settings PyTorch users get by default; set
+  # HH_JAX_PEER_MALLOC=tuned to hand it hh_jax's (see hh_jax/host_malloc.py) as well.
+  env = dict(os.environ)
+  if os.environ.get("HH_JAX_PEER_MALLOC") != "tuned":
+    tunables = env.get("GLIBC_TUNABLES", "").replace(host_malloc.TUNABLES, "").strip(":")
+    env.pop("GLIBC_TUNABLES", None)
+    if tunables:
+      env["GLIBC_TUNABLES"] = tunables
   try:
-    proc = subprocess.run(cmd, capture_output=True, text=True,
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=timeout_s, check=False)
   except subprocess.TimeoutExpired:
     print(f"harness: peer timed out after {timeout_s}s: {' '.join(cmd)}",

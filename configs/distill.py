@@ -10,7 +10,7 @@ from configs import common, models
 
 def get_config(arg=None):
   a = common.parse_arg(arg, size="tiny", init="", runlocal=False)
-  small = a["size"] in ("test", "tiny")
+  small = a["size"] in models.SMALL
   c = ml_collections.ConfigDict()
   c.stage = "distill"
   c.seed = 0

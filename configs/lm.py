@@ -17,7 +17,7 @@ def get_config(arg=None):
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.distributed = common.distributed()
 
-  small = a["size"] in ("test", "tiny")
+  small = a["size"] in models.SMALL
   c.data = ml_collections.ConfigDict()
   c.data.corpus = "synthetic"  # or "text_files"
   c.data.text_files = ""  # comma-separated .txt / .jsonl[.gz]

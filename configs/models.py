@@ -1,14 +1,18 @@
 """The size ladder: one place that says what each model size is.
 
 Rungs follow the paper (Bai et al. 2022, appendix): d_model = 128 · n_layer, MLP width
-4 · d_model, so non-embedding parameters ≈ 12 · n_layer · d_model². `tiny` and `test`
-exist so the whole pipeline runs on a laptop CPU in seconds.
+4 · d_model, so non-embedding parameters ≈ 12 · n_layer · d_model². The laptop rungs
+(`SMALL`) exist so the whole pipeline runs on a CPU in seconds; `nano`, `test` and `micro`
+(3k, 25k and 100k non-embedding parameters) are the three rungs of the local sweep test
+(configs/sweeps/pm_ladder.py), spread over 1.5 decades with the same 512-piece vocabulary.
 """
 import ml_collections
 
 # name -> (n_layers, d_model, n_heads, vocab_size, max_len)
 _LADDER = {
+    "nano": (1, 16, 2, 512, 128),
     "test": (2, 32, 4, 512, 128),
+    "micro": (2, 64, 4, 512, 128),
     "tiny": (2, 128, 4, 2048, 256),
     "13m": (4, 512, 8, 8192, 1024),
     "42m": (6, 768, 12, 65536, 1024),
@@ -20,6 +24,8 @@ _LADDER = {
 }
 
 SIZES = tuple(_LADDER)
+# Rungs whose stage configs use laptop-scale defaults (batch, sequence, steps, learning rate).
+SMALL = ("nano", "test", "micro", "tiny")
 # Nominal non-embedding parameter counts, what each rung's name promises.
 NOMINAL_PARAMS = {"13m": 13e6, "42m": 42e6, "197m": 197e6, "810m": 810e6,
                   "2.7b": 2.7e9, "13b": 13e9, "52b": 52e9}

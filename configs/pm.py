@@ -32,7 +32,7 @@ def get_config(arg=None):
   c.model = models.get(a["size"])
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.distributed = common.distributed()
-  small = a["size"] in ("test", "tiny")
+  small = a["size"] in models.SMALL
   pm_fields(c, small)
 
   c.data = ml_collections.ConfigDict()

@@ -5,12 +5,12 @@ ceiling to compare a PM's picks against; with it the PM picks and gold only judg
 """
 import ml_collections
 
-from configs import common
+from configs import common, models
 
 
 def get_config(arg=None):
   a = common.parse_arg(arg, policy="", pm="", k=16, size="tiny", runlocal=False)
-  small = a["size"] in ("test", "tiny")
+  small = a["size"] in models.SMALL
   c = ml_collections.ConfigDict()
   c.stage = "rs"
   c.seed = 0

@@ -90,4 +90,6 @@ def _one_line(e: Exception) -> str:
 
 
 if __name__ == "__main__":
+  from hh_jax import host_malloc
+  host_malloc.ensure()  # re-exec once with the allocator settings (see host_malloc)
   main()

@@ -109,3 +109,28 @@ def test_params_carry_logical_axis_names():
     assert hasattr(leaf, "names"), leaf
     names.update(n for n in leaf.names if n)
   assert {"vocab", "embed", "heads", "kv", "mlp", "layers"} <= names
+
+
+@pytest.mark.parametrize("rows,d_in,d_out", [(12, 4, 10), (12, 10, 4)])
+@pytest.mark.parametrize("transpose_w", [False, True])
+def test_matmul_gradients_equal_plain_dot(rows, d_in, d_out, transpose_w):
+  # The CPU path writes the backward pass by hand (which operand gets transposed depends
+  # on the shapes); it must give autodiff's gradients of the plain dot in every case.
+  from hh_jax.model.transformer import matmul
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(rows, d_in)), jnp.float32)
+  w_shape = (d_out, d_in) if transpose_w else (d_in, d_out)
+  w = jnp.asarray(rng.normal(size=w_shape), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(rows, d_out)), jnp.float32)
+
+  def plain(x, w):
+    return jnp.sum(jnp.dot(x, w.T if transpose_w else w) * g)
+
+  def ours(x, w):
+    return jnp.sum(matmul(x, w, transpose_w) * g)
+
+  want = jax.grad(plain, argnums=(0, 1))(x, w)
+  got = jax.jit(jax.grad(ours, argnums=(0, 1)))(x, w)
+  for a, b in zip(got, want):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -82,3 +82,45 @@ def scaling(rows: Sequence[dict], path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def sweep_scaling(rows: Sequence[dict], fits: Sequence[dict], path_or_file) -> None:
+  """PM accuracy vs parameters and vs train comparisons, each series with its log-linear fit.
+
+  Left: a series per data size against non-embedding parameters; right: a series per rung
+  against train comparisons. Each line is the least-squares fit acc = a + b·log10(x) of
+  hh_jax.eval.sweep_report.fit_series, its slope b (accuracy per decade) in the legend; a
+  series with a single x has no fit and is drawn as points only.
+  """
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  panels = (("params", "num_train", "non-embedding parameters", "{} pairs"),
+            ("num_train", "size", "train comparisons", "{}"))
+  order = {r["size"]: r["params"] for r in rows}
+  for ax, (xkey, gkey, xlabel, fmt) in zip(axes, panels):
+    groups = sorted({r[gkey] for r in rows}, key=lambda g: order.get(g, g))
+    for i, g in enumerate(groups):
+      rs = [r for r in rows if r[gkey] == g]
+      x = np.array([r[xkey] for r in rs], np.float64)
+      fit = next((f for f in fits if f["x"] == xkey and f["group"] == g), None)
+      label = fmt.format(g)
+      if fit is None:
+        ax.plot(x, [r["accuracy"] for r in rs], "o", color=f"C{i}",
+                label=f"{label} (one x: no fit)")
+        continue
+      ax.plot(x, [r["accuracy"] for r in rs], "o", color=f"C{i}")
+      xs = np.geomspace(x.min(), x.max(), 50)
+      ax.plot(xs, fit["intercept"] + fit["slope"] * np.log10(xs), "-", color=f"C{i}",
+              label=f"{label}: {fit['slope']:+.3f} / decade")
+    ticks = sorted({r[xkey] for r in rows})
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks], rotation=30)
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out PM accuracy (pm_eval)")
+    ax.legend(fontsize=8)
+  axes[0].set_title("vs model size")
+  axes[1].set_title("vs data")
+  fig.suptitle("PM accuracy, log-linear fits (slope: accuracy per decade)")
+  fig.tight_layout()
+  fig.savefig(path_or_file, dpi=120, format="png")
+  plt.close(fig)

@@ -15,12 +15,13 @@ from hh_jax.model import flops
 from hh_jax.train import lm, pm, runner
 
 
-def _lm_dirs(spec: str) -> dict[str, str]:
+def parse_lm_workdirs(spec: str, key: str = "sweep.lm_workdirs") -> dict[str, str]:
+  """'tiny=/tmp/lm_tiny,test=DIR' -> {rung: LM workdir}, the trained LMs a sweep reuses."""
   out = {}
   for item in [x for x in str(spec or "").split(",") if x]:
     size, sep, path = item.partition("=")
     if not sep:
-      raise UserError(f"sweep.lm_workdirs item {item!r} must look like size=DIR")
+      raise UserError(f"{key} item {item!r} must look like size=DIR")
     out[size.strip()] = path.strip()
   return out
 
@@ -64,7 +65,7 @@ def run(config, workdir: str):
   sw = config.sweep
   sizes = [s for s in str(sw.sizes).split(",") if s]
   datas = [int(n) for n in str(sw.num_train).split(",") if n]
-  given = _lm_dirs(sw.lm_workdirs)
+  given = parse_lm_workdirs(sw.lm_workdirs)
   rows = []
   for size in sizes:
     lm_dir = given.get(size) or os.path.join(workdir, f"lm_{size}")

@@ -63,6 +63,84 @@ def rotary(x, positions, base=10000.0):
   return out.astype(x.dtype)
 
 
+def _weight_grad(x, g):
+  """x^T @ g [in, out] for x [rows, in], g [rows, out], as a plain GEMM.
+
+  The weight gradient contracts the rows, the leading axis of both operands. XLA:CPU
+  sends that (transposed-LHS) form to a generic kernel at half the speed of a plain GEMM,
+  so one operand is transposed first: x when it is the smaller, else g, and then the
+  [out, in] product (weight-sized, so small) is transposed back. The barriers keep XLA
+  from folding the transposes back into the dots.
+  """
+  barrier = jax.lax.optimization_barrier
+  if x.shape[1] <= g.shape[1]:
+    return jnp.dot(barrier(x.T), g)  # [in, rows] @ [rows, out]
+  return barrier(jnp.dot(barrier(g.T), x)).T  # ([out, rows] @ [rows, in]).T
+
+
+@jax.custom_vjp
+def _gemm(x, w):
+  return jnp.dot(x, w)
+
+
+def _gemm_fwd(x, w):
+  return jnp.dot(x, w), (x, w)
+
+
+def _gemm_bwd(res, g):
+  x, w = res
+  return jnp.dot(g, w.T), _weight_grad(x, g).astype(w.dtype)  # [rows, in], [in, out]
+
+
+_gemm.defvjp(_gemm_fwd, _gemm_bwd)
+
+
+@jax.custom_vjp
+def _gemm_nt(x, w):
+  return jnp.dot(x, w.T)
+
+
+def _gemm_nt_fwd(x, w):
+  return jnp.dot(x, w.T), (x, w)
+
+
+def _gemm_nt_bwd(res, g):
+  x, w = res
+  # w is [out, in]: its gradient is the transpose of x^T @ g, taken on the (weight-sized)
+  # product rather than on g, which for the tied LM head is [tokens, vocab].
+  dw = jax.lax.optimization_barrier(_weight_grad(x, g)).T  # [out, in]
+  return jnp.dot(g, w), dw.astype(w.dtype)
+
+
+_gemm_nt.defvjp(_gemm_nt_fwd, _gemm_nt_bwd)
+
+
+def matmul(x, w, transpose_w: bool = False):
+  """x [rows, in] @ w [in, out] (or @ w.T for w [out, in]): the model's every big GEMM.
+
+  On CPU the backward pass is written out (see _weight_grad); on TPU/GPU XLA's own
+  choice of transposes is already right, so the plain dot is used.
+  """
+  if jax.default_backend() != "cpu":
+    return jnp.dot(x, w.T if transpose_w else w)
+  return (_gemm_nt if transpose_w else _gemm)(x, w)
+
+
+class Dense(nn.Module):
+  """x @ kernel + bias over the last axis, with logically named params (as nn.Dense)."""
+  features: int
+  names: tuple[str, str]
+  std: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", _init(self.names, self.std), (x.shape[-1], self.features))
+    bias = self.param("bias", _init(self.names[1:]), (self.features,))
+    y = matmul(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
+    return y.reshape(*x.shape[:-1], self.features) + bias.astype(self.dtype)
+
+
 class LayerNorm(nn.Module):
   """Pre-LN in float32 whatever the compute dtype, with logically named params."""
   eps: float = 1e-5
@@ -99,8 +177,8 @@ class Projection(nn.Module):
     lead = x.shape[:-n_in]  # [batch, seq]
     # One 2-D GEMM over the flattened axes: XLA:CPU runs it ~1.5× faster than the same
     # contraction written as a multi-axis einsum, and the reshapes are free.
-    y = jnp.dot(x.reshape(-1, d_in).astype(self.dtype),
-                kernel.reshape(d_in, d_out).astype(self.dtype))  # [batch·seq, d_out]
+    y = matmul(x.reshape(-1, d_in).astype(self.dtype),
+               kernel.reshape(d_in, d_out).astype(self.dtype))  # [batch·seq, d_out]
     y = y.reshape(*lead, *self.shape[n_in:])
     if not self.use_bias:
       return y
@@ -171,14 +249,10 @@ class Mlp(nn.Module):
   def __call__(self, x):
     cfg = self.cfg
     dtype = compute_dtype(cfg.dtype)
-    h = nn.Dense(cfg.mlp_dim, dtype=dtype, name="wi",
-                 kernel_init=_init(("embed", "mlp"), cfg.init_std),
-                 bias_init=_init(("mlp",)))(x)  # [batch, seq, mlp]
+    h = Dense(cfg.mlp_dim, ("embed", "mlp"), cfg.init_std, dtype, name="wi")(x)  # [batch, seq, mlp]
     h = _constrain(nn.gelu(h), ("batch", "act_length", "act_mlp"))
     out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
-    return nn.Dense(cfg.d_model, dtype=dtype, name="wo",
-                    kernel_init=_init(("mlp", "embed"), out_std),
-                    bias_init=_init(("embed",)))(h)  # [batch, seq, embed]
+    return Dense(cfg.d_model, ("mlp", "embed"), out_std, dtype, name="wo")(h)  # [batch, seq, embed]
 
 
 class Block(nn.Module):
@@ -375,7 +449,8 @@ class Transformer(nn.Module):
       out["cache"] = {"k": new_kv[0], "v": new_kv[1], "mask": cache_mask,
                       "index": index + tokens.shape[1]}
     if "lm" in cfg.heads:
-      logits = jnp.einsum("bse,ve->bsv", h, self.embed.astype(dtype))  # [batch, seq, vocab]
+      logits = matmul(h.reshape(-1, cfg.d_model).astype(dtype), self.embed.astype(dtype),
+                      transpose_w=True).reshape(*h.shape[:2], cfg.vocab_size)  # [batch, seq, vocab]
       out["logits"] = _constrain(logits.astype(jnp.float32), ("batch", "act_length", "act_vocab"))
     if "scalar" in cfg.heads:
       out["scalar"] = self.scalar_head(h.astype(jnp.float32))[..., 0]  # [batch, seq]
