@@ -78,13 +78,17 @@ def peer_python():
   return python if python.exists() else None
 
 
-def run_peer(task, *, timeout_s=1800, **shape):
+def run_peer(task, *, timeout_s=1800, malloc="default", **shape):
   """Runs gpt2_peer.py for `task` at `shape` and returns its JSON as a dict.
 
   `shape` keys are the script's flags without dashes (n_layer, d_model,
   n_head, vocab, seq, batch, steps, warmup, threads, prompt_len, new_tokens,
   dtype). Returns None, with a note on stderr, when the peer env is missing
   or the run fails, so a benchmark still prints hh_jax's own numbers.
+
+  malloc: "default" runs the peer with glibc's allocator as PyTorch users get it;
+  "tuned" hands it hh_jax's settings too (hh_jax/host_malloc.py), which speeds PyTorch
+  up as well, so a bench reports both ratios.
   """
   python = peer_python()
   if python is None:
@@ -95,12 +99,12 @@ def run_peer(task, *, timeout_s=1800, **shape):
   for key, value in shape.items():
     if value is not None:
       cmd += [f"--{key}", str(value)]
-  # The peer runs with the allocator settings PyTorch users get by default; set
-  # HH_JAX_PEER_MALLOC=tuned to hand it hh_jax's (see hh_jax/host_malloc.py) as well.
   env = dict(os.environ)
-  if os.environ.get("HH_JAX_PEER_MALLOC") != "tuned":
+  if malloc == "tuned":
+    env = host_malloc.env_with_tunables(env)
+  else:
     tunables = env.get("GLIBC_TUNABLES", "").replace(host_malloc.TUNABLES, "").strip(":")
-    env.pop("GLIBC_TUNABLES", None)
+    env.pop("GLIBC_TUNABLES", None)  # ours, inherited through host_malloc.ensure()
     if tunables:
       env["GLIBC_TUNABLES"] = tunables
   try:

@@ -7,7 +7,7 @@ pm stage runs, AdamW and clipping included) on one device. MFU divides the model
 by the matmul peak measured in this same run; `ratio` is peer step time / ours (medians),
 `ratio_best` the same over each side's fastest step.
 
-  python bench/pm_step.py [--steps 10] [--no_peer] [--unroll]
+  python bench/pm_step.py [--steps 10] [--no_peer] [--layers config|scan|unroll]
 """
 import argparse
 import os
@@ -43,15 +43,15 @@ def main():
   ap.add_argument("--steps", type=int, default=10)
   ap.add_argument("--peer_steps", type=int, default=5)
   ap.add_argument("--no_peer", action="store_true")
-  ap.add_argument("--unroll", action="store_true",
-                  help="model.scan_layers=False: a Python loop over the 4 layers, which XLA "
-                       "can fuse across; scan exists for compile time at depth")
+  ap.add_argument("--layers", choices=("config", "scan", "unroll"), default="config",
+                  help="the rung's model.scan_layers, or force nn.scan / an unrolled stack")
   args = ap.parse_args()
 
   cfg = models.get(args.size)
   cfg.heads = ("scalar",)
   cfg.dtype = "float32"
-  cfg.scan_layers = not args.unroll
+  if args.layers != "config":
+    cfg.scan_layers = args.layers == "scan"
   optim = common.adamw(1e-4, 0)
   mesh = mesh_lib.one_device_mesh()
   model = Transformer(cfg)
@@ -72,6 +72,9 @@ def main():
     times = harness.time_fn(step, warmup=2, iters=max(args.steps // 2, 1))
     peer = None if args.no_peer else harness.run_peer(
         "rm", n_layer=cfg.n_layers, d_model=cfg.d_model, n_head=cfg.n_heads,
+        vocab=cfg.vocab_size, seq=args.seq, batch=args.batch, steps=args.peer_steps, warmup=1)
+    peer_tuned = None if args.no_peer else harness.run_peer(
+        "rm", malloc="tuned", n_layer=cfg.n_layers, d_model=cfg.d_model, n_head=cfg.n_heads,
         vocab=cfg.vocab_size, seq=args.seq, batch=args.batch, steps=args.peer_steps, warmup=1)
     times += harness.time_fn(step, warmup=0, iters=max(args.steps - args.steps // 2, 1))
   step_time = harness.median(times)
@@ -94,6 +97,10 @@ def main():
                peer_torch=peer["torch"], ratio=peer["step_time_s"] / step_time,
                # best of each: the least-disturbed steps, robust to a busy neighbour
                ratio_best=min(peer["step_times_s"]) / min(times))
+  if peer_tuned is not None:  # the peer given hh_jax's allocator settings as well
+    out.update(peer_same_malloc_step_time_s=peer_tuned["step_time_s"],
+               ratio_same_malloc=peer_tuned["step_time_s"] / step_time,
+               ratio_best_same_malloc=min(peer_tuned["step_times_s"]) / min(times))
   harness.emit(out)
 
 

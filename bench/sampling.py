@@ -88,6 +88,13 @@ def main():
       result["peer"] = {k: peer[k] for k in ("tokens_per_s", "step_time_s", "torch",
                                              "transformers", "threads") if k in peer}
       result["speedup_vs_peer"] = cached_tps / peer["tokens_per_s"]
+    tuned = harness.run_peer("generate", malloc="tuned", n_layer=cfg.n_layers,
+                             d_model=cfg.d_model, n_head=cfg.n_heads, vocab=args.vocab,
+                             batch=args.batch, prompt_len=args.prompt_len,
+                             new_tokens=args.new_tokens, steps=args.iters, warmup=1)
+    if tuned:  # the same peer given hh_jax's allocator settings (hh_jax/host_malloc.py)
+      result["peer_same_malloc_tokens_per_s"] = tuned["tokens_per_s"]
+      result["speedup_vs_peer_same_malloc"] = cached_tps / tuned["tokens_per_s"]
   harness.emit(result)
 
 

@@ -49,7 +49,11 @@ def get(size: str) -> ml_collections.ConfigDict:
   c.pos_embedding = "learned"  # or "rotary"
   c.dtype = "float32"  # compute dtype; params stay float32
   c.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
-  c.scan_layers = True
+  # Scanned layers keep compile time flat in depth; at 8 layers or fewer an unrolled stack
+  # compiles in seconds and runs faster (no per-layer slicing of stacked weights and
+  # activations: the 13m PM step measured 3.11 s unrolled vs 3.49 s scanned on a 2-core
+  # CPU). The laptop rungs stay scanned, so the tests run the path the pod rungs use.
+  c.scan_layers = key in SMALL or n_layers > 8
   c.heads = ("lm",)  # any of "lm", "scalar"
   c.layer_norm_eps = 1e-5
   c.init_std = 0.02
