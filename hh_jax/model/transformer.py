@@ -126,21 +126,6 @@ def matmul(x, w, transpose_w: bool = False):
   return (_gemm_nt if transpose_w else _gemm)(x, w)
 
 
-class Dense(nn.Module):
-  """x @ kernel + bias over the last axis, with logically named params (as nn.Dense)."""
-  features: int
-  names: tuple[str, str]
-  std: float
-  dtype: Any
-
-  @nn.compact
-  def __call__(self, x):
-    kernel = self.param("kernel", _init(self.names, self.std), (x.shape[-1], self.features))
-    bias = self.param("bias", _init(self.names[1:]), (self.features,))
-    y = matmul(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
-    return y.reshape(*x.shape[:-1], self.features) + bias.astype(self.dtype)
-
-
 class LayerNorm(nn.Module):
   """Pre-LN in float32 whatever the compute dtype, with logically named params."""
   eps: float = 1e-5
@@ -158,21 +143,23 @@ class LayerNorm(nn.Module):
 
 
 class Projection(nn.Module):
-  """x @ kernel with a bias, for kernels whose in/out axes are split (heads × head_dim).
+  """x @ kernel (+ bias): every dense layer of the model, its kernel possibly split into
+  (heads × head_dim) on either side.
 
-  Written out (not nn.DenseGeneral) so the kernel is created at its real rank and its
-  logical axis names apply to it as stored.
+  Written out (not nn.Dense / nn.DenseGeneral) so the kernel is created at its real rank,
+  its logical axis names apply to it as stored, and the product goes through `matmul`.
   """
   shape: tuple[int, ...]
   names: tuple[str, ...]
   std: float
   dtype: Any
   use_bias: bool = True
+  n_in: int = 1  # leading kernel axes contracted with x's trailing axes
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param("kernel", _init(self.names, self.std), self.shape)
-    n_in = 1 if self.names[0] == "embed" else 2  # contract embed, or (heads, kv)
+    n_in = self.n_in
     d_in, d_out = math.prod(self.shape[:n_in]), math.prod(self.shape[n_in:])
     lead = x.shape[:-n_in]  # [batch, seq]
     # One 2-D GEMM over the flattened axes: XLA:CPU runs it ~1.5× faster than the same
@@ -238,7 +225,7 @@ class Attention(nn.Module):
     # Output projection scaled down by depth, as in GPT-2, so the residual stream starts calm.
     out_std = std / (2 * cfg.n_layers) ** 0.5
     y = Projection((cfg.n_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), out_std,
-                   dtype, name="out")(out)  # [batch, seq, embed]
+                   dtype, n_in=2, name="out")(out)  # [batch, seq, embed]
     return y, new_kv
 
 
@@ -249,10 +236,12 @@ class Mlp(nn.Module):
   def __call__(self, x):
     cfg = self.cfg
     dtype = compute_dtype(cfg.dtype)
-    h = Dense(cfg.mlp_dim, ("embed", "mlp"), cfg.init_std, dtype, name="wi")(x)  # [batch, seq, mlp]
+    h = Projection((cfg.d_model, cfg.mlp_dim), ("embed", "mlp"), cfg.init_std, dtype,
+                   name="wi")(x)  # [batch, seq, mlp]
     h = _constrain(nn.gelu(h), ("batch", "act_length", "act_mlp"))
     out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
-    return Dense(cfg.d_model, ("mlp", "embed"), out_std, dtype, name="wo")(h)  # [batch, seq, embed]
+    return Projection((cfg.mlp_dim, cfg.d_model), ("mlp", "embed"), out_std, dtype,
+                      name="wo")(h)  # [batch, seq, embed]
 
 
 class Block(nn.Module):
