@@ -21,7 +21,6 @@ Typical use in a bench script:
 """
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -99,14 +98,9 @@ def run_peer(task, *, timeout_s=1800, malloc="default", **shape):
   for key, value in shape.items():
     if value is not None:
       cmd += [f"--{key}", str(value)]
-  env = dict(os.environ)
-  if malloc == "tuned":
-    env = host_malloc.env_with_tunables(env)
-  else:
-    tunables = env.get("GLIBC_TUNABLES", "").replace(host_malloc.TUNABLES, "").strip(":")
-    env.pop("GLIBC_TUNABLES", None)  # ours, inherited through host_malloc.ensure()
-    if tunables:
-      env["GLIBC_TUNABLES"] = tunables
+  # Ours reach the peer through host_malloc.ensure()'s environment unless taken out.
+  env = (host_malloc.env_with_tunables() if malloc == "tuned"
+         else host_malloc.env_without_tunables())
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=timeout_s, check=False)

@@ -38,6 +38,15 @@ def env_with_tunables(env=None) -> dict:
   return env
 
 
+def env_without_tunables(env=None) -> dict:
+  """A copy of `env` (default os.environ) with these settings taken out of GLIBC_TUNABLES."""
+  env = dict(os.environ if env is None else env)
+  rest = env.pop("GLIBC_TUNABLES", "").replace(TUNABLES, "").strip(":")
+  if rest:
+    env["GLIBC_TUNABLES"] = rest
+  return env
+
+
 def ensure() -> None:
   """Re-executes this process once with the settings in its environment (entry points only)."""
   env = env_with_tunables()
