@@ -134,3 +134,42 @@ def test_matmul_gradients_equal_plain_dot(rows, d_in, d_out, transpose_w):
   for a, b in zip(got, want):
     assert a.shape == b.shape
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows,d_in,d_out", [(64, 16, 48), (64, 48, 16)])
+def test_weight_gradient_transposes_read_one_buffer(rows, d_in, d_out):
+  # The operand a weight gradient transposes must reach the transpose as one buffer: when
+  # XLA:CPU fuses its elementwise producers in (here a*b + c, in the model a LayerNorm or
+  # a residual-stream sum), the transpose reads all of them in transposed order, 10-40x
+  # slower at the 13M rung. Checked on the compiled program: every 2-D transpose fusion has
+  # exactly one operand.
+  import re
+  from hh_jax.model.transformer import matmul
+  if jax.default_backend() != "cpu":
+    pytest.skip("the hand-written backward pass is the CPU path")
+  rng = np.random.default_rng(0)
+  a, b, c = (jnp.asarray(rng.normal(size=(rows, d_in)), jnp.float32) for _ in range(3))
+  w = jnp.asarray(rng.normal(size=(d_in, d_out)), jnp.float32)
+  dy = jnp.asarray(rng.normal(size=(rows, d_out)), jnp.float32)
+  e = jnp.asarray(rng.normal(size=(rows, d_out)), jnp.float32)
+
+  def loss(w, a, b, c, dy, e):
+    x = a * b + c  # [rows, d_in], fused into its consumers unless materialized
+    return jnp.sum(matmul(x, w) * (dy * e + 1.0))  # the cotangent [rows, d_out] is fused too
+
+  args = (w, a, b, c, dy, e)  # all arguments, or XLA folds the test's arithmetic away
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  hlo = grad.lower(*args).compile().as_text()
+  bodies = dict(re.findall(r"^%(\S+) .*?\{\n(.*?)^\}", hlo, re.S | re.M))
+
+  def transposes(body):  # a transpose op, or a copy out of a column-major operand
+    return re.search(r"\] transpose\(|\{0,1\} parameter\(", body)
+
+  fusions = re.findall(r"= f32\[\d+,\d+\]\S* fusion\(([^)]*)\), kind=kLoop, calls=%([\w.\-]+)", hlo)
+  moving = [operands for operands, called in fusions if transposes(bodies[called])]
+  assert moving, "expected the weight gradient to transpose one operand"
+  for operands in moving:
+    assert len(operands.split(",")) == 1, operands
+  want = jax.grad(lambda w, a: jnp.sum(jnp.dot(a * b + c, w) * (dy * e + 1.0)), argnums=(0, 1))(w, a)
+  for got, ref in zip(grad(*args), want):
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

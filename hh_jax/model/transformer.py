@@ -63,19 +63,35 @@ def rotary(x, positions, base=10000.0):
   return out.astype(x.dtype)
 
 
+def _transpose(a):
+  """a.T [cols, rows] for a [rows, cols], transposed from a buffer of its own.
+
+  XLA:CPU fuses elementwise producers into their consumers. When the consumer is a
+  transpose, the fused loop then reads every producer input in transposed, cache-hostile
+  order, and the producers can be long: a residual-stream gradient is the sum of every later
+  layer's contribution. At 13M that made the transposes in the weight gradients 0.28 s of a
+  3.7 s single-core step (85 ms for layer 0's MLP output) where one buffer transposes in
+  ~1-3 ms. An optimization barrier does not stop fusion (XLA lowers it away first); a
+  conditional does: its operand is computed into a buffer, and the transpose inside reads
+  only that. The predicate is one the compiler cannot fold (false only for NaN); both
+  branches return a.T (+0.0 keeps them distinct, or XLA would merge them away). The
+  conditional also keeps XLA from folding the transpose back into the dot.
+  """
+  return jax.lax.cond(a[0, 0] == a[0, 0], lambda v: v.T, lambda v: v.T + 0.0, a)
+
+
 def _weight_grad(x, g):
   """x^T @ g [in, out] for x [rows, in], g [rows, out], as a plain GEMM.
 
   The weight gradient contracts the rows, the leading axis of both operands. XLA:CPU
   sends that (transposed-LHS) form to a generic kernel at half the speed of a plain GEMM,
-  so one operand is transposed first: x when it is the smaller, else g, and then the
-  [out, in] product (weight-sized, so small) is transposed back. The barriers keep XLA
-  from folding the transposes back into the dots.
+  so one operand is transposed first (`_transpose`): x when it is the smaller, else g, and
+  then the [out, in] product (weight-sized, so small) is transposed back, under a barrier
+  that keeps XLA from folding that transpose into the dot.
   """
-  barrier = jax.lax.optimization_barrier
   if x.shape[1] <= g.shape[1]:
-    return jnp.dot(barrier(x.T), g)  # [in, rows] @ [rows, out]
-  return barrier(jnp.dot(barrier(g.T), x)).T  # ([out, rows] @ [rows, in]).T
+    return jnp.dot(_transpose(x), g)  # [in, rows] @ [rows, out]
+  return jax.lax.optimization_barrier(jnp.dot(_transpose(g), x)).T  # ([out, rows] @ [rows, in]).T
 
 
 @jax.custom_vjp
