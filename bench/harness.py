@@ -13,11 +13,14 @@ with bench/peers/.venv's python (created by `make bench-peers`).
 Typical use in a bench script:
 
   import harness
-  times = harness.time_fn(step, state, batch)
+  peers = harness.open_peers("lm", n_layer=4, d_model=512, n_head=8, vocab=8192,
+                             seq=256, batch=8)   # {} without the peer env
+  try:
+    ours, theirs = harness.interleave(step, peers, rounds=10)
+  finally:
+    harness.close_peers(peers)
   peak = harness.measure_matmul_peak()
-  peer = harness.run_peer("lm", n_layer=4, d_model=512, n_head=8, vocab=8192,
-                          seq=256, batch=8)
-  harness.emit({"tokens_per_s": ..., "peer_tokens_per_s": peer and ...})
+  harness.emit({"step_time_s": harness.median(ours), ...})
 """
 
 import json
@@ -77,43 +80,94 @@ def peer_python():
   return python if python.exists() else None
 
 
-def run_peer(task, *, timeout_s=1800, malloc="default", **shape):
-  """Runs gpt2_peer.py for `task` at `shape` and returns its JSON as a dict.
+class PeerProcess:
+  """gpt2_peer.py held open in --serve mode: one `step()` is one timed peer step.
 
-  `shape` keys are the script's flags without dashes (n_layer, d_model,
-  n_head, vocab, seq, batch, steps, warmup, threads, prompt_len, new_tokens,
-  dtype). Returns None, with a note on stderr, when the peer env is missing
-  or the run fails, so a benchmark still prints hh_jax's own numbers.
-
-  malloc: "default" runs the peer with glibc's allocator as PyTorch users get it;
-  "tuned" hands it hh_jax's settings too (hh_jax/host_malloc.py), which speeds PyTorch
-  up as well, so a bench reports both ratios.
+  Timing ours and the peer in separate blocks lets a slow spell of this shared VM (it
+  swings 10-30% over minutes) land on one side only; holding the peer open lets a bench
+  alternate them step by step instead (`interleave`).
   """
-  python = peer_python()
-  if python is None:
+
+  def __init__(self, task, *, malloc="default", timeout_s=1800, **shape):
+    python = peer_python()
+    if python is None:
+      raise FileNotFoundError("no peer env at bench/peers/.venv (run `make bench-peers`)")
+    cmd = [str(python), str(PEER_SCRIPT), "--task", task, "--serve"]
+    for key, value in shape.items():
+      if value is not None:
+        cmd += [f"--{key}", str(value)]
+    env = (host_malloc.env_with_tunables() if malloc == "tuned"
+           else host_malloc.env_without_tunables())
+    self.timeout_s = timeout_s
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+    self.info = self._read()  # task, shape, versions; sent after the peer's warm-up
+
+  def _read(self):
+    line = self.proc.stdout.readline()
+    if not line:
+      err = self.proc.stderr.read().strip().splitlines()[-5:]
+      raise RuntimeError("peer exited: " + " | ".join(err))
+    return json.loads(line)
+
+  def step(self):
+    """Seconds of one peer step, timed inside the peer."""
+    self.proc.stdin.write("step\n")
+    self.proc.stdin.flush()
+    return self._read()["step_time_s"]
+
+  def close(self):
+    if self.proc.poll() is None:
+      self.proc.stdin.close()
+      self.proc.wait(timeout=60)
+
+
+def open_peers(task, mallocs=("default", "tuned"), **shape):
+  """{malloc: PeerProcess} for each allocator setting, or {} (with a note) without the env."""
+  if peer_python() is None:
     print("harness: no peer env at bench/peers/.venv (run `make bench-peers`);"
           " peer numbers left out", file=sys.stderr)
-    return None
-  cmd = [str(python), str(PEER_SCRIPT), "--task", task]
-  for key, value in shape.items():
-    if value is not None:
-      cmd += [f"--{key}", str(value)]
-  # Ours reach the peer through host_malloc.ensure()'s environment unless taken out.
-  env = (host_malloc.env_with_tunables() if malloc == "tuned"
-         else host_malloc.env_without_tunables())
+    return {}
+  peers = {}
   try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                          timeout=timeout_s, check=False)
-  except subprocess.TimeoutExpired:
-    print(f"harness: peer timed out after {timeout_s}s: {' '.join(cmd)}",
-          file=sys.stderr)
-    return None
-  if proc.returncode != 0:
-    tail = proc.stderr.strip().splitlines()[-5:]
-    print(f"harness: peer failed ({proc.returncode}): " + "\n".join(tail),
-          file=sys.stderr)
-    return None
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+    for malloc in mallocs:
+      peers[malloc] = PeerProcess(task, malloc=malloc, **shape)
+  except RuntimeError as e:
+    print(f"harness: {e}; peer numbers left out", file=sys.stderr)
+    close_peers(peers)
+    return {}
+  return peers
+
+
+def close_peers(peers):
+  for peer in peers.values():
+    peer.close()
+
+
+def interleave(fn, peers, *, rounds, warmup=2, pause_s=0.25):
+  """Times `fn` (ours) and one step of each peer in turn, `rounds` times.
+
+  Returns (our times, {name: peer times}), index i of each from the same round, so a slow
+  spell of the machine hits both sides of a ratio. The pause after every step lets the
+  threads that just ran (OpenMP's and XLA's spin before they sleep) go idle first.
+  """
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  ours, theirs = [], {name: [] for name in peers}
+  for _ in range(rounds):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    ours.append(time.perf_counter() - t0)
+    time.sleep(pause_s)
+    for name, peer in peers.items():
+      theirs[name].append(peer.step())
+      time.sleep(pause_s)
+  return ours, theirs
+
+
+def paired_ratio(ours, theirs):
+  """Median over rounds of (their time / our time) for the same round: above 1, ours is faster."""
+  return statistics.median(t / o for o, t in zip(ours, theirs))
 
 
 def emit(result):

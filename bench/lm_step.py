@@ -3,7 +3,9 @@
   python bench/lm_step.py [--size 13m --vocab 8192 --batch 8 --seq 256 --steps 5]
 
 Prints one JSON object. MFU divides by a matmul peak measured in this same run; the peer
-(bench/peers, `make bench-peers`) runs right after ours, so the ratio compares like with like.
+(bench/peers, `make bench-peers`) is held open and takes turns with ours step by step, so the
+ratios compare like with like: `speedup_vs_peer` (medians), `_paired` (median of per-round
+ratios), `_best` (fastest steps), each also against the peer given our allocator settings.
 """
 import argparse
 import os
@@ -31,7 +33,7 @@ def main():
   p.add_argument("--vocab", type=int, default=8192)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seq", type=int, default=256)
-  p.add_argument("--steps", type=int, default=8)
+  p.add_argument("--steps", type=int, default=10, help="rounds of one step each")
   p.add_argument("--dtype", default="float32")
   p.add_argument("--remat", default="none")
   p.add_argument("--layers", choices=("config", "scan", "unroll"), default="config",
@@ -63,16 +65,15 @@ def main():
       holder[0], metrics = step(holder[0], batch)  # the state is donated: keep the new one
       return metrics["loss"]
 
-    # Ours is timed in two halves around the peer's runs, so a neighbour's burst on this
-    # shared machine is less likely to land on one side only; `*_best` compare the
-    # least-disturbed step of each.
-    times = harness.time_fn(one_step, warmup=2, iters=max(args.steps // 2, 1))
-    peers = {} if args.no_peer else {
-        malloc: harness.run_peer("lm", malloc=malloc, n_layer=cfg.n_layers,
-                                 d_model=cfg.d_model, n_head=cfg.n_heads, vocab=args.vocab,
-                                 seq=args.seq, batch=args.batch, steps=args.steps, warmup=1)
-        for malloc in ("default", "tuned")}
-    times += harness.time_fn(one_step, warmup=0, iters=max(args.steps - args.steps // 2, 1))
+    # Ours and each peer take turns step by step, so a slow spell of this shared machine
+    # lands on both sides of the ratio.
+    peers = {} if args.no_peer else harness.open_peers(
+        "lm", n_layer=cfg.n_layers, d_model=cfg.d_model, n_head=cfg.n_heads,
+        vocab=args.vocab, seq=args.seq, batch=args.batch, warmup=1)
+    try:
+      times, peer_times = harness.interleave(one_step, peers, rounds=args.steps)
+    finally:
+      harness.close_peers(peers)
 
   step_time = harness.median(times)
   tokens = args.batch * args.seq
@@ -90,14 +91,17 @@ def main():
   # "default": the peer with glibc's allocator as PyTorch users get it; "same_malloc": the
   # peer given hh_jax's allocator settings too (hh_jax/host_malloc.py), which speed it up.
   for malloc, suffix in (("default", ""), ("tuned", "_same_malloc")):
-    peer = peers.get(malloc)
-    if peer:
-      result["peer" + suffix] = {k: peer[k] for k in ("tokens_per_s", "step_time_s",
-                                                      "step_times_s", "torch", "threads")
-                                 if k in peer}
-      result["peer_mfu" + suffix] = flops_per_token * peer["tokens_per_s"] / peak
-      result["speedup_vs_peer" + suffix] = ours / peer["tokens_per_s"]
-      result["speedup_vs_peer_best" + suffix] = min(peer["step_times_s"]) / min(times)
+    if malloc not in peers:
+      continue
+    theirs, info = peer_times[malloc], peers[malloc].info
+    peer_step = harness.median(theirs)
+    result["peer" + suffix] = {"tokens_per_s": tokens / peer_step, "step_time_s": peer_step,
+                               "step_times_s": theirs, "torch": info["torch"],
+                               "threads": info["threads"]}
+    result["peer_mfu" + suffix] = flops_per_token * tokens / peer_step / peak
+    result["speedup_vs_peer" + suffix] = peer_step / step_time
+    result["speedup_vs_peer_paired" + suffix] = harness.paired_ratio(times, theirs)
+    result["speedup_vs_peer_best" + suffix] = min(theirs) / min(times)
   harness.emit(result)
 
 

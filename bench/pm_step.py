@@ -4,8 +4,10 @@ Shape: 4 layers × d_model 512, vocab 8192, 8 comparisons × 2 replies × 256 to
 float32, right-padded with random lengths in [seq/2, seq] like the peer's batch. Our
 step is `hh_jax.train.pm.make_train_step` compiled by `runner.compile_step` (the one the
 pm stage runs, AdamW and clipping included) on one device. MFU divides the model FLOPs
-by the matmul peak measured in this same run; `ratio` is peer step time / ours (medians),
-`ratio_best` the same over each side's fastest step.
+by the matmul peak measured in this same run. The peer (bench/peers) is held open and takes
+turns with ours step by step: `ratio` is peer step time / ours (medians), `ratio_paired` the
+median of the per-round ratios, `ratio_best` over each side's fastest step; `*_same_malloc`
+the same against the peer given our allocator settings.
 
   python bench/pm_step.py [--steps 10] [--no_peer] [--layers config|scan|unroll]
 """
@@ -40,8 +42,7 @@ def main():
   ap.add_argument("--size", default="13m")
   ap.add_argument("--batch", type=int, default=8, help="comparisons per step")
   ap.add_argument("--seq", type=int, default=256)
-  ap.add_argument("--steps", type=int, default=10)
-  ap.add_argument("--peer_steps", type=int, default=5)
+  ap.add_argument("--steps", type=int, default=10, help="rounds of one step each")
   ap.add_argument("--no_peer", action="store_true")
   ap.add_argument("--layers", choices=("config", "scan", "unroll"), default="config",
                   help="the rung's model.scan_layers, or force nn.scan / an unrolled stack")
@@ -67,16 +68,15 @@ def main():
       holder[0], metrics = compiled(holder[0], batch)  # the state is donated: thread it
       return metrics["loss"]
 
-    # Ours is timed in two halves around the peer, so a neighbour's burst on this shared
-    # machine is less likely to land on one side only.
-    times = harness.time_fn(step, warmup=2, iters=max(args.steps // 2, 1))
-    peer = None if args.no_peer else harness.run_peer(
+    # Ours and each peer take turns step by step, so a slow spell of this shared machine
+    # lands on both sides of the ratio.
+    peers = {} if args.no_peer else harness.open_peers(
         "rm", n_layer=cfg.n_layers, d_model=cfg.d_model, n_head=cfg.n_heads,
-        vocab=cfg.vocab_size, seq=args.seq, batch=args.batch, steps=args.peer_steps, warmup=1)
-    peer_tuned = None if args.no_peer else harness.run_peer(
-        "rm", malloc="tuned", n_layer=cfg.n_layers, d_model=cfg.d_model, n_head=cfg.n_heads,
-        vocab=cfg.vocab_size, seq=args.seq, batch=args.batch, steps=args.peer_steps, warmup=1)
-    times += harness.time_fn(step, warmup=0, iters=max(args.steps - args.steps // 2, 1))
+        vocab=cfg.vocab_size, seq=args.seq, batch=args.batch, warmup=1)
+    try:
+      times, peer_times = harness.interleave(step, peers, rounds=args.steps)
+    finally:
+      harness.close_peers(peers)
   step_time = harness.median(times)
   tokens = 2 * args.batch * args.seq
   model_flops = pm.train_flops_per_token(cfg, args.seq) * tokens
@@ -91,16 +91,20 @@ def main():
       "model_tflops_per_s": model_flops / step_time / 1e12,
       "matmul_peak_tflops": peak / 1e12, "mfu": model_flops / step_time / peak,
   }
-  if peer is not None:
-    out.update(peer_step_time_s=peer["step_time_s"], peer_step_times_s=peer["step_times_s"],
-               peer_tokens_per_s=peer["tokens_per_s"], peer_threads=peer["threads"],
-               peer_torch=peer["torch"], ratio=peer["step_time_s"] / step_time,
-               # best of each: the least-disturbed steps, robust to a busy neighbour
-               ratio_best=min(peer["step_times_s"]) / min(times))
-  if peer_tuned is not None:  # the peer given hh_jax's allocator settings as well
-    out.update(peer_same_malloc_step_time_s=peer_tuned["step_time_s"],
-               ratio_same_malloc=peer_tuned["step_time_s"] / step_time,
-               ratio_best_same_malloc=min(peer_tuned["step_times_s"]) / min(times))
+  if "default" in peers:  # the peer with glibc's allocator, as PyTorch users get it
+    theirs, info = peer_times["default"], peers["default"].info
+    out.update(peer_step_time_s=harness.median(theirs), peer_step_times_s=theirs,
+               peer_tokens_per_s=tokens / harness.median(theirs), peer_threads=info["threads"],
+               peer_torch=info["torch"], ratio=harness.median(theirs) / step_time,
+               ratio_paired=harness.paired_ratio(times, theirs),
+               ratio_best=min(theirs) / min(times))
+  if "tuned" in peers:  # the peer given hh_jax's allocator settings as well
+    theirs = peer_times["tuned"]
+    out.update(peer_same_malloc_step_time_s=harness.median(theirs),
+               peer_same_malloc_step_times_s=theirs,
+               ratio_same_malloc=harness.median(theirs) / step_time,
+               ratio_paired_same_malloc=harness.paired_ratio(times, theirs),
+               ratio_best_same_malloc=min(theirs) / min(times))
   harness.emit(out)
 
 

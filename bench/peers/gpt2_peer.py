@@ -55,6 +55,10 @@ def parse_args(argv=None):
   p.add_argument("--lr", type=float, default=1e-4)
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--serve", action="store_true",
+                 help="after the warm-up, print one JSON line of metadata, then time one "
+                      "step per 'step' line read on stdin (one JSON line each) until EOF, "
+                      "so a benchmark can alternate the peer's steps with its own")
   return p.parse_args(argv)
 
 
@@ -189,13 +193,40 @@ def main(argv=None):
   step, tokens_per_step = TASKS[args.task](model, args, gen)
   for _ in range(args.warmup):
     step()
-  times = []
-  for _ in range(args.steps):
+
+  def timed_step():
     t0 = time.perf_counter()
     step()
-    times.append(time.perf_counter() - t0)
+    return time.perf_counter() - t0
 
+  if args.serve:
+    serve(args, model, n_positions, threads, tokens_per_step, timed_step)
+    return
+  times = [timed_step() for _ in range(args.steps)]
   step_time = statistics.median(times)
+  result = describe(args, model, n_positions, threads, tokens_per_step)
+  result.update(step_time_s=step_time, step_times_s=times,
+                tokens_per_s=tokens_per_step / step_time)
+  json.dump(result, sys.stdout)
+  sys.stdout.write("\n")
+
+
+def serve(args, model, n_positions, threads, tokens_per_step, timed_step):
+  """The --serve loop: metadata first, then one timed step per request line."""
+  emit_line(describe(args, model, n_positions, threads, tokens_per_step))
+  for line in sys.stdin:
+    if line.strip() != "step":
+      break
+    emit_line({"step_time_s": timed_step()})
+
+
+def emit_line(obj):
+  sys.stdout.write(json.dumps(obj) + "\n")
+  sys.stdout.flush()
+
+
+def describe(args, model, n_positions, threads, tokens_per_step):
+  """What was run: task, shape and versions, without timings."""
   shape = {"n_layer": args.n_layer, "d_model": args.d_model,
            "n_head": args.n_head, "vocab": args.vocab,
            "n_positions": n_positions, "batch": args.batch,
@@ -204,21 +235,16 @@ def main(argv=None):
     shape.update(prompt_len=args.prompt_len, new_tokens=args.new_tokens)
   else:
     shape.update(seq=args.seq)
-  result = {
+  return {
       "task": args.task,
       "shape": shape,
-      "step_time_s": step_time,
-      "step_times_s": times,
       "tokens_per_step": tokens_per_step,
-      "tokens_per_s": tokens_per_step / step_time,
       "params": sum(p.numel() for p in model.parameters()),
       "attn_implementation": model.config._attn_implementation,
       "torch": torch.__version__,
       "transformers": transformers.__version__,
       "threads": threads,
   }
-  json.dump(result, sys.stdout)
-  sys.stdout.write("\n")
 
 
 if __name__ == "__main__":
