@@ -13,12 +13,9 @@ with bench/peers/.venv's python (created by `make bench-peers`).
 Typical use in a bench script:
 
   import harness
-  peers = harness.open_peers("lm", n_layer=4, d_model=512, n_head=8, vocab=8192,
-                             seq=256, batch=8)   # {} without the peer env
-  try:
-    ours, theirs = harness.interleave(step, peers, rounds=10)
-  finally:
-    harness.close_peers(peers)
+  ours, theirs, info = harness.against_peers(step, "lm", rounds=10, n_layer=4,
+                                             d_model=512, n_head=8, vocab=8192,
+                                             seq=256, batch=8)  # theirs: {} without the env
   peak = harness.measure_matmul_peak()
   harness.emit({"step_time_s": harness.median(ours), ...})
 """
@@ -163,6 +160,20 @@ def interleave(fn, peers, *, rounds, warmup=2, pause_s=0.25):
       theirs[name].append(peer.step())
       time.sleep(pause_s)
   return ours, theirs
+
+
+def against_peers(fn, task, *, rounds, warmup=2, use_peer=True, **shape):
+  """`interleave` with the peers for `task` opened and closed around it.
+
+  Returns (our times, {malloc: peer times}, {malloc: peer metadata}); the dicts are empty
+  without the peer env or with use_peer=False, and ours are timed all the same.
+  """
+  peers = open_peers(task, **shape) if use_peer else {}
+  try:
+    ours, theirs = interleave(fn, peers, rounds=rounds, warmup=warmup)
+  finally:
+    close_peers(peers)
+  return ours, theirs, {name: peer.info for name, peer in peers.items()}
 
 
 def paired_ratio(ours, theirs):

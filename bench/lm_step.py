@@ -67,13 +67,10 @@ def main():
 
     # Ours and each peer take turns step by step, so a slow spell of this shared machine
     # lands on both sides of the ratio.
-    peers = {} if args.no_peer else harness.open_peers(
-        "lm", n_layer=cfg.n_layers, d_model=cfg.d_model, n_head=cfg.n_heads,
-        vocab=args.vocab, seq=args.seq, batch=args.batch, warmup=1)
-    try:
-      times, peer_times = harness.interleave(one_step, peers, rounds=args.steps)
-    finally:
-      harness.close_peers(peers)
+    times, peer_times, peers = harness.against_peers(
+        one_step, "lm", rounds=args.steps, use_peer=not args.no_peer, n_layer=cfg.n_layers,
+        d_model=cfg.d_model, n_head=cfg.n_heads, vocab=args.vocab, seq=args.seq,
+        batch=args.batch)
 
   step_time = harness.median(times)
   tokens = args.batch * args.seq
@@ -93,7 +90,7 @@ def main():
   for malloc, suffix in (("default", ""), ("tuned", "_same_malloc")):
     if malloc not in peers:
       continue
-    theirs, info = peer_times[malloc], peers[malloc].info
+    theirs, info = peer_times[malloc], peers[malloc]
     peer_step = harness.median(theirs)
     result["peer" + suffix] = {"tokens_per_s": tokens / peer_step, "step_time_s": peer_step,
                                "step_times_s": theirs, "torch": info["torch"],

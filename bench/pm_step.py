@@ -70,13 +70,10 @@ def main():
 
     # Ours and each peer take turns step by step, so a slow spell of this shared machine
     # lands on both sides of the ratio.
-    peers = {} if args.no_peer else harness.open_peers(
-        "rm", n_layer=cfg.n_layers, d_model=cfg.d_model, n_head=cfg.n_heads,
-        vocab=cfg.vocab_size, seq=args.seq, batch=args.batch, warmup=1)
-    try:
-      times, peer_times = harness.interleave(step, peers, rounds=args.steps)
-    finally:
-      harness.close_peers(peers)
+    times, peer_times, peers = harness.against_peers(
+        step, "rm", rounds=args.steps, use_peer=not args.no_peer, n_layer=cfg.n_layers,
+        d_model=cfg.d_model, n_head=cfg.n_heads, vocab=cfg.vocab_size, seq=args.seq,
+        batch=args.batch)
   step_time = harness.median(times)
   tokens = 2 * args.batch * args.seq
   model_flops = pm.train_flops_per_token(cfg, args.seq) * tokens
@@ -92,7 +89,7 @@ def main():
       "matmul_peak_tflops": peak / 1e12, "mfu": model_flops / step_time / peak,
   }
   if "default" in peers:  # the peer with glibc's allocator, as PyTorch users get it
-    theirs, info = peer_times["default"], peers["default"].info
+    theirs, info = peer_times["default"], peers["default"]
     out.update(peer_step_time_s=harness.median(theirs), peer_step_times_s=theirs,
                peer_tokens_per_s=tokens / harness.median(theirs), peer_threads=info["threads"],
                peer_torch=info["torch"], ratio=harness.median(theirs) / step_time,

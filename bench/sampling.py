@@ -61,16 +61,11 @@ def main():
   assert (out["lengths"] == args.new_tokens).all()
   # The peer's `generate` is held open and takes turns with ours call by call, so a slow
   # spell of this shared machine lands on both sides of the ratio.
-  peers = {} if args.no_peer else harness.open_peers(
-      "generate", n_layer=cfg.n_layers, d_model=cfg.d_model, n_head=cfg.n_heads,
-      vocab=args.vocab, batch=args.batch, prompt_len=args.prompt_len,
-      new_tokens=args.new_tokens, warmup=1)
-  try:
-    cached, peer_times = harness.interleave(
-        lambda: sampler(list(prompts), key, settings)["tokens"], peers, rounds=args.iters,
-        warmup=0)
-  finally:
-    harness.close_peers(peers)
+  cached, peer_times, peers = harness.against_peers(
+      lambda: sampler(list(prompts), key, settings)["tokens"], "generate", rounds=args.iters,
+      warmup=0, use_peer=not args.no_peer, n_layer=cfg.n_layers, d_model=cfg.d_model,
+      n_head=cfg.n_heads, vocab=args.vocab, batch=args.batch, prompt_len=args.prompt_len,
+      new_tokens=args.new_tokens)
 
   # Naive: the same loop, no cache; compiled ahead so only the run is timed.
   mask = np.ones_like(prompts)
@@ -91,7 +86,7 @@ def main():
       "speedup_vs_naive": cached_tps / naive_tps,
   }
   if "default" in peers:  # HF generate with glibc's allocator, as PyTorch users get it
-    theirs, info = peer_times["default"], peers["default"].info
+    theirs, info = peer_times["default"], peers["default"]
     result["peer"] = {"tokens_per_s": new_tokens / harness.median(theirs),
                       "step_time_s": harness.median(theirs), "step_times_s": theirs,
                       **{k: info[k] for k in ("torch", "transformers", "threads")}}
