@@ -24,6 +24,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,7 +86,7 @@ class PeerProcess:
   alternate them step by step instead (`interleave`).
   """
 
-  def __init__(self, task, *, malloc="default", timeout_s=1800, **shape):
+  def __init__(self, task, *, malloc="default", **shape):
     python = peer_python()
     if python is None:
       raise FileNotFoundError("no peer env at bench/peers/.venv (run `make bench-peers`)")
@@ -95,16 +96,19 @@ class PeerProcess:
         cmd += [f"--{key}", str(value)]
     env = (host_malloc.env_with_tunables() if malloc == "tuned"
            else host_malloc.env_without_tunables())
-    self.timeout_s = timeout_s
+    # stderr to a file, not a pipe: a chatty peer must never block on a full pipe.
+    self.stderr = tempfile.TemporaryFile(mode="w+")
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env)
+                                 stderr=self.stderr, text=True, env=env)
     self.info = self._read()  # task, shape, versions; sent after the peer's warm-up
 
   def _read(self):
     line = self.proc.stdout.readline()
     if not line:
-      err = self.proc.stderr.read().strip().splitlines()[-5:]
-      raise RuntimeError("peer exited: " + " | ".join(err))
+      self.proc.wait()
+      self.stderr.seek(0)
+      tail = self.stderr.read().strip().splitlines()[-5:]
+      raise RuntimeError(f"peer exited ({self.proc.returncode}): " + " | ".join(tail))
     return json.loads(line)
 
   def step(self):
@@ -115,8 +119,12 @@ class PeerProcess:
 
   def close(self):
     if self.proc.poll() is None:
-      self.proc.stdin.close()
-      self.proc.wait(timeout=60)
+      self.proc.stdin.close()  # EOF ends the serve loop
+      try:
+        self.proc.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        self.proc.kill()
+    self.stderr.close()
 
 
 def open_peers(task, mallocs=("default", "tuned"), **shape):
