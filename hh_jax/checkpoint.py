@@ -7,13 +7,13 @@ shardings from `jax.eval_shape`), so each process reads only its own shards.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hh_jax import files
 from hh_jax.errors import UserError
 
 # A PM's score normalization (mean/std on a reference set), written beside its checkpoints.
@@ -68,10 +68,9 @@ class Checkpointer:
 def read_run_config(workdir: str, hint: str) -> dict:
   """The resolved config.json another stage wrote; its absence is a one-line error + `hint`."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise UserError(f"{workdir} has no config.json; {hint}")
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(path)
 
 
 def first_line(err: Exception, limit: int = 300) -> str:

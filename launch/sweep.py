@@ -34,6 +34,7 @@ for _p in (REPO, HERE):
 
 import tpu_pod  # noqa: E402  pylint: disable=g-import-not-at-top
 
+from hh_jax import files  # noqa: E402  pylint: disable=g-import-not-at-top
 from hh_jax.errors import UserError  # noqa: E402  pylint: disable=g-import-not-at-top
 from hh_jax.eval import sweep_plan, sweep_report  # noqa: E402  pylint: disable=g-import-not-at-top
 
@@ -55,7 +56,7 @@ def _tail(path: str, n: int = 5) -> str:
 
 def _accuracy(point) -> str:
   try:
-    ev = sweep_plan.read_json(os.path.join(point.eval_workdir, sweep_plan.EVAL_DONE))
+    ev = files.read_json(os.path.join(point.eval_workdir, sweep_plan.EVAL_DONE))
     return f"held-out accuracy {ev['accuracy']:.4f}"
   except (OSError, ValueError, KeyError):
     return "no eval.json"
@@ -114,7 +115,7 @@ def slice_name(prefix: str, point: str) -> str:
 
 def pod_jobs(point, runs, a) -> list[tpu_pod.Job]:
   """tpu_pod jobs for `runs` of `point`, all on the point's slice; validated like tpu_pod's."""
-  if not sweep_plan.is_remote(point.lm_workdir):
+  if not files.is_remote(point.lm_workdir):
     raise SystemExit(f"point {point.name}: its LM workdir {point.lm_workdir} must be gs:// "
                      "so the slice can read it; fix lm_workdirs or --workdir")
   name = slice_name(a.name, point.name)
@@ -206,7 +207,7 @@ def parse(argv):
     missing = [f"--{k}" for k in ("accelerator", "zone", "project") if not getattr(a, k)]
     if missing:
       p.error(f"--mode=pod needs {', '.join(missing)}")
-  elif sweep_plan.is_remote(a.workdir):
+  elif files.is_remote(a.workdir):
     p.error(f"--workdir={a.workdir}: local mode needs a local directory (gs:// is for "
             "--mode=pod)")
   return a, rest, extra
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
   try:
     sweep = sweep_plan.load_sweep(a.sweep, REPO)
     sweep_plan.apply_overrides(sweep, sweep_overrides)
-    workdir = a.workdir if sweep_plan.is_remote(a.workdir) else os.path.abspath(a.workdir)
+    workdir = a.workdir if files.is_remote(a.workdir) else os.path.abspath(a.workdir)
     points = sweep_plan.plan(sweep, workdir, extra)
     only = [n for n in a.only.split(",") if n]
     unknown = sorted(set(only) - {p.name for p in points})

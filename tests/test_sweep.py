@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import models
+from hh_jax import files
 from hh_jax.errors import UserError
 from hh_jax.eval import sweep_plan, sweep_report
 from hh_jax.model import flops
@@ -225,8 +226,8 @@ def test_pod_failed_lm_skips_its_rung_and_every_slice_is_deleted(capsys, monkeyp
     return subprocess.CompletedProcess(cmd, 0, out, "")
 
   monkeypatch.setattr(subprocess, "run", fake_run)
-  monkeypatch.setattr(sweep_plan, "exists", lambda path: False)  # nothing finished on gs://
-  monkeypatch.setattr(sweep_plan, "write_text", lambda path, text: written.append(path))
+  monkeypatch.setattr(files, "exists", lambda path: False)  # nothing finished on gs://
+  monkeypatch.setattr(files, "write_text", lambda path, text: written.append(path))
   monkeypatch.setattr(sweep.sweep_report, "report", aggregated.append)
   assert sweep.main([a for a in POD if a != "--dry-run"]) == 1
   captured = capsys.readouterr()

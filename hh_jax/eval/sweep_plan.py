@@ -21,6 +21,7 @@ import json
 import os
 
 from hh_jax.errors import UserError
+from hh_jax import files
 
 MANIFEST = "sweep_points.json"
 # A run is finished once this file exists in its workdir (the LM's is its last checkpoint).
@@ -42,7 +43,7 @@ class Run:
     return [f"--config={self.config}", f"--workdir={self.workdir}", *self.overrides]
 
   def done(self) -> bool:
-    return exists(os.path.join(self.workdir, self.marker))
+    return files.exists(os.path.join(self.workdir, self.marker))
 
 
 @dataclasses.dataclass
@@ -66,41 +67,6 @@ class Point:
     return {"name": self.name, "size": self.size, "num_train": self.num_train,
             "seed": self.seed, "workdir": self.workdir, "lm_workdir": self.lm_workdir,
             "pm_workdir": by["pm"], "eval_workdir": by["pm_eval"], "model": self.model}
-
-
-def is_remote(path: str) -> bool:
-  return "://" in str(path)
-
-
-def exists(path: str) -> bool:
-  if is_remote(path):
-    from etils import epath  # pylint: disable=g-import-not-at-top
-    return epath.Path(path).exists()
-  return os.path.exists(path)
-
-
-def read_json(path: str):
-  if is_remote(path):
-    from etils import epath  # pylint: disable=g-import-not-at-top
-    return json.loads(epath.Path(path).read_text())
-  with open(path) as f:
-    return json.load(f)
-
-
-def write_bytes(path: str, data: bytes) -> None:
-  """Writes a local or gs:// file, creating its directory."""
-  if is_remote(path):
-    from etils import epath  # pylint: disable=g-import-not-at-top
-    epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
-    epath.Path(path).write_bytes(data)
-    return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "wb") as f:
-    f.write(data)
-
-
-def write_text(path: str, text: str) -> None:
-  write_bytes(path, text.encode())
 
 
 def load_sweep(spec: str, repo: str):
@@ -183,7 +149,7 @@ def plan(sweep, workdir: str, extra: list[str] | None = None) -> list[Point]:
   from configs import lm as lm_cfg, pm as pm_cfg, pm_eval as eval_cfg
   from hh_jax.eval import pm_scaling
   extra = list(extra or [])
-  if not is_remote(workdir):
+  if not files.is_remote(workdir):
     workdir = os.path.abspath(workdir)
   given = pm_scaling.parse_lm_workdirs(sweep.lm_workdirs, key="lm_workdirs")
   points, lms, names = [], {}, set()
@@ -225,8 +191,8 @@ def plan(sweep, workdir: str, extra: list[str] | None = None) -> list[Point]:
 
 
 def write_manifest(workdir: str, spec: str, sweep, points: list[Point]) -> str:
-  path = os.path.join(workdir if is_remote(workdir) else os.path.abspath(workdir), MANIFEST)
-  write_text(path, json.dumps({"sweep": spec, "config": json.loads(sweep.to_json()),
+  path = os.path.join(workdir if files.is_remote(workdir) else os.path.abspath(workdir), MANIFEST)
+  files.write_text(path, json.dumps({"sweep": spec, "config": json.loads(sweep.to_json()),
                                "points": [p.manifest_row() for p in points]},
                               indent=2, sort_keys=True))
   return path

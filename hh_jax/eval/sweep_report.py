@@ -23,6 +23,7 @@ import sys
 import ml_collections
 import numpy as np
 
+from hh_jax import files
 from hh_jax.errors import UserError
 from hh_jax.eval import sweep_plan
 from hh_jax.model import flops
@@ -53,7 +54,7 @@ def fit_series(rows: list[dict]) -> list[dict]:
 def params_of(point: dict) -> int:
   """Non-embedding parameters of the model the point's PM ran (its config.json if written)."""
   path = os.path.join(point["pm_workdir"], "config.json")
-  model = sweep_plan.read_json(path)["model"] if sweep_plan.exists(path) else point["model"]
+  model = files.read_json(path)["model"] if files.exists(path) else point["model"]
   return flops.param_count_non_embedding(ml_collections.ConfigDict(model))
 
 
@@ -62,11 +63,11 @@ def collect(manifest: dict) -> tuple[list[dict], list[dict]]:
   rows, missing = [], []
   for p in manifest["points"]:
     path = os.path.join(p["eval_workdir"], sweep_plan.EVAL_DONE)
-    if not sweep_plan.exists(path):
+    if not files.exists(path):
       missing.append({"name": p["name"], "reason": f"no {path}"})
       continue
     try:
-      ev = sweep_plan.read_json(path)
+      ev = files.read_json(path)
       row = {k: p[k] for k in ("name", "size", "num_train", "seed")}
       row.update(params=params_of(p), **{k: ev.get(k) for k in COLUMNS[5:]})
     except (ValueError, KeyError) as e:
@@ -108,32 +109,32 @@ def csv_text(rows: list[dict]) -> str:
 def report(workdir: str, out=print) -> dict:
   """Aggregates the sweep in `workdir`; returns {rows, missing, fits, files}."""
   from hh_jax.eval import plots  # pylint: disable=g-import-not-at-top  (matplotlib)
-  if not sweep_plan.is_remote(workdir):
+  if not files.is_remote(workdir):
     workdir = os.path.abspath(workdir)
   manifest_path = os.path.join(workdir, sweep_plan.MANIFEST)
-  if not sweep_plan.exists(manifest_path):
+  if not files.exists(manifest_path):
     raise UserError(f"no {sweep_plan.MANIFEST} in {workdir}; pass the --workdir of a sweep "
                     "that launch/sweep.py ran")
-  rows, missing = collect(sweep_plan.read_json(manifest_path))
+  rows, missing = collect(files.read_json(manifest_path))
   fits = fit_series(rows)
-  files = {k: os.path.join(workdir, f"sweep.{k}") for k in ("json", "csv", "md", "png")}
+  outputs = {k: os.path.join(workdir, f"sweep.{k}") for k in ("json", "csv", "md", "png")}
   table = markdown(rows, missing, fits)
-  sweep_plan.write_text(files["json"], json.dumps(
+  files.write_text(outputs["json"], json.dumps(
       {"rows": rows, "missing": missing, "fits": fits}, indent=2, sort_keys=True))
-  sweep_plan.write_text(files["csv"], csv_text(rows))
-  sweep_plan.write_text(files["md"], table)
+  files.write_text(outputs["csv"], csv_text(rows))
+  files.write_text(outputs["md"], table)
   if rows:
     buf = io.BytesIO()
     plots.sweep_scaling(rows, fits, buf)
-    sweep_plan.write_bytes(files["png"], buf.getvalue())
+    files.write_bytes(outputs["png"], buf.getvalue())
   else:
-    del files["png"]
+    del outputs["png"]
   out(table.rstrip("\n"))
   for m in missing:
     out(f"sweep_report: point {m['name']} is not finished ({m['reason']})")
   out(f"sweep_report: {len(rows)} of {len(rows) + len(missing)} points; wrote "
-      f"{', '.join(os.path.basename(p) for p in files.values())} in {workdir}")
-  return {"rows": rows, "missing": missing, "fits": fits, "files": files}
+      f"{', '.join(os.path.basename(p) for p in outputs.values())} in {workdir}")
+  return {"rows": rows, "missing": missing, "fits": fits, "files": outputs}
 
 
 def main(argv=None) -> int:
