@@ -14,7 +14,7 @@ from absl import app, flags, logging
 
 from hh_jax.data.tokenizer import ASSISTANT, HUMAN
 from hh_jax.errors import UserError
-from hh_jax.model import sampling
+from hh_jax.model import params as params_lib, sampling
 
 _FLAGS = {}
 
@@ -85,7 +85,7 @@ def _main(argv):
     raise UserError(f"unexpected arguments {argv[1:]}; chat takes only --flags")
   if _FLAGS['workdir'].value is None:
     raise UserError("--workdir is required: pass the run to talk to, --workdir=DIR")
-  model_cfg, params, tok = sampling.load_lm(_FLAGS['workdir'].value)
+  model_cfg, params, tok = params_lib.load_lm(_FLAGS['workdir'].value)
   settings = sampling.Settings(max_new_tokens=_FLAGS['max_new_tokens'].value, temperature=_FLAGS['temperature'].value,
                                top_k=_FLAGS['top_k'].value, top_p=_FLAGS['top_p'].value,
                                stop_ids=sampling.stop_ids_for(tok), pad_id=tok.pad_id)

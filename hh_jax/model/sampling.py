@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from hh_jax import checkpoint as ckpt_lib
-from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.model import transformer
 from hh_jax.parallel import mesh as mesh_lib
@@ -324,22 +320,3 @@ def decode_samples(tok, samples: dict, strip_stop: bool = True) -> list[str]:
     out.append(tok.decode(ids))
   return out
 
-
-def load_lm(workdir: str, mesh=None, step: int | None = None):
-  """(model config, params, tokenizer) of the LM head of a run (lm, distill, ppo policy).
-
-  Only the params are read (orbax partial restore straight into their shards on `mesh`);
-  the model config comes from the run's config.json, with the LM head alone.
-  """
-  workdir = os.path.abspath(workdir)
-  config = ckpt_lib.read_run_config(workdir, "point --workdir at an LM or policy run")
-  model_cfg = ml_collections.ConfigDict(config["model"])
-  model_cfg.heads = ("lm",)
-  mesh = mesh if mesh is not None else mesh_lib.one_device_mesh()
-  from hh_jax.train import state as state_lib  # train imports model: keep model importable alone
-  params, missing = state_lib.restore_run_params(transformer.Transformer(model_cfg), workdir,
-                                                 mesh, step)
-  if missing:
-    raise UserError(f"{workdir} checkpoint lacks {', '.join(missing)}; it is not an LM/policy run")
-  tok = tok_lib.Tokenizer.load(os.path.join(workdir, tok_lib.FILENAME))
-  return model_cfg, params, tok

@@ -23,7 +23,7 @@ import numpy as np
 
 from hh_jax.data import hh_rlhf, synthetic
 from hh_jax.errors import UserError
-from hh_jax.model import sampling
+from hh_jax.model import params as params_lib, sampling
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.train import runner
 
@@ -136,7 +136,7 @@ def run(config, workdir: str):
     raise UserError(f"rs.batch_size={config.rs.batch_size} is not divisible by the mesh's {div} "
                     f"data shards; use a multiple of {div}")
   runner.write_config(config, workdir)
-  model_cfg, params, tok = sampling.load_lm(config.rs.policy_workdir, mesh)
+  model_cfg, params, tok = params_lib.load_lm(config.rs.policy_workdir, mesh)
   scorer, scorer_name = make_scorer(config, mesh)
   contexts, is_synthetic = load_contexts(config)
 

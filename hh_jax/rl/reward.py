@@ -21,9 +21,9 @@ import numpy as np
 from hh_jax import checkpoint as ckpt_lib
 from hh_jax.data import pairs as pairs_lib, tokenizer as tok_lib
 from hh_jax.errors import UserError
+from hh_jax.model import params as params_lib
 from hh_jax.model.transformer import Transformer
 from hh_jax.parallel import mesh as mesh_lib
-from hh_jax.train import state as state_lib
 
 MIN_BUCKET = 16
 
@@ -76,7 +76,7 @@ class PMScorer:
                       "point the scorer at a pm or pmp workdir")
     mesh = mesh if mesh is not None else mesh_lib.one_device_mesh()
     model = Transformer(scalar_model_config(model_cfg))
-    params, missing = state_lib.restore_run_params(model, workdir, mesh, step)
+    params, missing = params_lib.restore_run_params(model, workdir, mesh, step)
     if missing:
       raise UserError(f"{workdir} checkpoint lacks {', '.join(missing)}; it is not a PM")
     stats = None

@@ -29,7 +29,7 @@ from hh_jax import metrics as metrics_lib
 from hh_jax.data import hhh_prompt, lm_data, synthetic
 from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import UserError
-from hh_jax.model import sampling, transformer
+from hh_jax.model import params as params_lib, transformer
 from hh_jax.model.transformer import Transformer
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.train import optimizer as optim_lib
@@ -197,7 +197,7 @@ def run(config, workdir: str):
   workdir = runner.prepare_workdir(workdir)
   init_dir = os.path.abspath(config.distill.init_workdir)
   mesh = runner.make_mesh(config)
-  model_cfg, teacher_params, tok = sampling.load_lm(init_dir, mesh)
+  model_cfg, teacher_params, tok = params_lib.load_lm(init_dir, mesh)
   prompt_ids = tok.encode(hhh_prompt.get(config.distill.prompt))
   validate(config, model_cfg, len(prompt_ids))
   with config.unlocked():

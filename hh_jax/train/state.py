@@ -6,7 +6,6 @@ parameters are initialised directly into their shards and never exist whole on o
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -15,8 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hh_jax import checkpoint as ckpt_lib
-from hh_jax.errors import UserError
+from hh_jax.model import params as params_lib
 from hh_jax.parallel import mesh as mesh_lib
 
 
@@ -52,36 +50,10 @@ def abstract_and_shardings(model, tx, example_tokens, mesh):
     boxed = jax.eval_shape(_init_fn(model, tx, example_tokens, None), key)
     shardings = mesh_lib.logical_shardings(boxed, mesh)
   unboxed = nn.unbox(boxed)
-  check_divisible(unboxed, shardings)
+  params_lib.check_divisible(unboxed, shardings)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           unboxed, shardings)
   return abstract, shardings
-
-
-def check_divisible(tree, shardings) -> None:
-  """A mesh axis that does not divide the dimension it shards is a config error, said early."""
-  def check(path, x, sharding):
-    for dim, axes in zip(x.shape, sharding.spec):
-      axes = (axes,) if isinstance(axes, str) else (axes or ())
-      n = 1
-      for a in axes:
-        n *= sharding.mesh.shape[a]
-      if dim % n:
-        name = jax.tree_util.keystr(path)
-        raise UserError(f"{name} has a dimension of {dim} that mesh axes {axes} ({n} devices) "
-                        "cannot split; pick config.mesh sizes that divide the model's dimensions")
-  jax.tree_util.tree_map_with_path(check, tree, shardings)
-
-
-def restore_run_params(model, workdir: str, mesh, step: int | None = None):
-  """`model`'s params read from another run's checkpoints, straight into their shards.
-
-  Returns (params, missing): leaves the checkpoint lacks keep their fresh init and are named
-  in `missing`, so a caller decides whether that is an error (a scorer) or expected.
-  """
-  example = jnp.zeros((mesh_lib.batch_size_divisor(mesh), 8), jnp.int32)
-  abstract, _ = abstract_and_shardings(model, optax.identity(), example, mesh)
-  return ckpt_lib.restore_params(os.path.join(workdir, "checkpoints"), abstract.params, step)
 
 
 def create(model, tx, example_tokens, mesh, seed: int):
