@@ -20,7 +20,6 @@ STAGES = {
     "pmp": "hh_jax.train.pm",
     "pm": "hh_jax.train.pm",
     "pm_eval": "hh_jax.eval.pm_eval",
-    "pm_scaling": "hh_jax.eval.pm_scaling",
     "distill": "hh_jax.train.distill",
     "rs": "hh_jax.rl.rejection_sampling",
 }

@@ -1,18 +1,18 @@
 """Runs a sweep's points, locally one process at a time or as TPU pod jobs, then aggregates.
 
-  python launch/sweep.py --sweep=configs/sweeps/pm_ladder.py:runlocal=True --workdir=/tmp/sweep
-  python launch/sweep.py --sweep=configs/sweeps/pm_ladder.py:sizes=13m/42m/197m \\
+  python -m launch.sweep --sweep=configs/sweeps/pm_ladder.py:runlocal=True --workdir=/tmp/sweep
+  python -m launch.sweep --sweep=configs/sweeps/pm_ladder.py:sizes=13m/42m/197m \\
       --workdir=gs://MY_BUCKET/sweeps/ladder --mode=pod --name=ladder \\
       --accelerator=v5litepod-16 --zone=us-west4-a --project=MY_PROJECT --spot --dry-run \\
       -- --config.mesh.data=1 --config.mesh.fsdp=16
 
 A point is a chain of ordinary `hh_jax.main` runs (LM → PM → pm_eval, see
-hh_jax/eval/sweep_plan.py) in its own sub-workdir. A run whose last file exists is skipped,
+launch/sweeps/plan.py) in its own sub-workdir. A run whose last file exists is skipped,
 so rerunning the same command resumes the sweep and does no finished work again; `--only`
 (re)runs some points alone. Local mode runs each as a subprocess with its output in
 `<run workdir>.log` and one progress line per run and per point; pod mode runs each point
 on its own slice through launch/tpu_pod.py (create, ship, install, then run + logs per
-stage, delete). Then hh_jax/eval/sweep_report.py aggregates every eval.json (also for a
+stage, delete). Then launch/sweeps/report.py aggregates every eval.json (also for a
 partial sweep: unfinished points are listed by name). `--sweep.KEY=VALUE` overrides the
 sweep config's fields; arguments after `--` go to every LM and PM run.
 """
@@ -36,7 +36,7 @@ import tpu_pod  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from hh_jax import files  # noqa: E402  pylint: disable=g-import-not-at-top
 from hh_jax.errors import UserError  # noqa: E402  pylint: disable=g-import-not-at-top
-from hh_jax.eval import sweep_plan, sweep_report  # noqa: E402  pylint: disable=g-import-not-at-top
+from launch.sweeps import plan as sweep_plan, report as sweep_report  # noqa: E402  pylint: disable=g-import-not-at-top
 
 POD_SETUP = ["create", "wait", "ship", "install"]
 POD_RUN = ["run", "logs"]
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
         env["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(cache)
       failed = run_local(chosen, a.dry_run, env)
     if a.dry_run:
-      agg = [sys.executable, "-m", "hh_jax.eval.sweep_report", f"--workdir={workdir}"]
+      agg = [sys.executable, "-m", "launch.sweeps.report", f"--workdir={workdir}"]
       print(f"[aggregate] {_show(agg)}", flush=True)
     else:
       sweep_report.report(workdir)

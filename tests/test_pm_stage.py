@@ -93,14 +93,3 @@ def test_size_mismatch_through_the_stage(pipeline):
 def test_pm_needs_an_init_workdir(tmp_path):
   with pytest.raises(UserError, match="init.workdir"):
     main.run(pm_config.get_config("size=test,runlocal=True"), str(tmp_path / "pm"))
-
-
-def test_scaling_sweep_runlocal(pipeline):
-  root, dirs = pipeline
-  from configs.sweeps import pm_scaling  # pylint: disable=g-import-not-at-top
-  c = pm_scaling.get_config("runlocal=True")
-  c.sweep.lm_workdirs = f"test={dirs['lm']}"
-  rows = main.run(c, str(root / "sweep"))
-  assert [(r["size"], r["num_train"]) for r in rows] == [("test", 32), ("test", 64)]
-  assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
-  assert os.path.exists(root / "sweep" / "scaling.png")

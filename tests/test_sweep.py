@@ -15,7 +15,7 @@ import pytest
 from configs import models
 from hh_jax import files
 from hh_jax.errors import UserError
-from hh_jax.eval import sweep_plan, sweep_report
+from launch.sweeps import plan as sweep_plan, report as sweep_report
 from hh_jax.model import flops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,1 +1,1 @@
-"""Sweep configs: each expands into many stage runs (see hh_jax/eval/pm_scaling.py)."""
+"""Sweep configs: each expands into many stage runs (see launch/sweeps/plan.py)."""

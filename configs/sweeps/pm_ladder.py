@@ -1,15 +1,15 @@
 """PM accuracy over ladder rungs × data sizes × seeds, one process (or pod job) per point.
 
-  python launch/sweep.py --sweep=configs/sweeps/pm_ladder.py[:runlocal=True] --workdir=DIR
-  python launch/sweep.py --sweep=configs/sweeps/pm_ladder.py:sizes=13m/42m,num_train=1000/4000 \\
+  python -m launch.sweep --sweep=configs/sweeps/pm_ladder.py[:runlocal=True] --workdir=DIR
+  python -m launch.sweep --sweep=configs/sweeps/pm_ladder.py:sizes=13m/42m,num_train=1000/4000 \\
       --workdir=DIR --sweep.lm_steps=2000
 
-Unlike `pm_scaling.py` (one in-process stage), every point here is its own chain of
-ordinary `hh_jax.main` runs (LM → PM → pm_eval) in its own sub-workdir, so points run as
-separate processes or pod jobs, any one reruns alone (`--only=NAME`), and a rerun skips the
-finished ones. `:sizes=`, `:num_train=` and `:seeds=` ('/'-separated) replace the default
-grid; the fields below are stage settings, overridable with `--sweep.KEY=VALUE`.
-hh_jax/eval/sweep_plan.py turns points into runs; hh_jax/eval/sweep_report.py aggregates.
+Every point is its own chain of ordinary `hh_jax.main` runs (LM → PM → pm_eval) in its own
+sub-workdir, so points run as separate processes or pod jobs, any one reruns alone
+(`--only=NAME`), and a rerun skips the finished ones. `:sizes=`, `:num_train=` and `:seeds=`
+('/'-separated) replace the default grid; the fields below are stage settings, overridable
+with `--sweep.KEY=VALUE`. launch/sweeps/plan.py turns points into runs;
+launch/sweeps/report.py aggregates.
 """
 import itertools
 

@@ -57,39 +57,12 @@ def gold_scatter(pm: np.ndarray, gold: np.ndarray, rho: float, path: str) -> Non
   plt.close(fig)
 
 
-def scaling(rows: Sequence[dict], path: str) -> None:
-  """Accuracy vs number of train pairs (one line per size) and vs params (one per data size)."""
-  fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
-  sizes = sorted({r["size"] for r in rows}, key=lambda s: min(r["params"] for r in rows
-                                                               if r["size"] == s))
-  datas = sorted({r["num_train"] for r in rows})
-  for s in sizes:
-    rs = sorted((r for r in rows if r["size"] == s), key=lambda r: r["num_train"])
-    a1.plot([r["num_train"] for r in rs], [r["accuracy"] for r in rs], "o-", label=s)
-  for n in datas:
-    rs = sorted((r for r in rows if r["num_train"] == n), key=lambda r: r["params"])
-    a2.plot([r["params"] for r in rs], [r["accuracy"] for r in rs], "o-", label=f"{n} pairs")
-  params = sorted({r["params"] for r in rows})
-  for ax, xl, ticks in ((a1, "train comparisons", datas),
-                        (a2, "non-embedding parameters", params)):
-    ax.set_xscale("log")
-    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel(xl)
-    ax.set_ylabel("held-out PM accuracy")
-    ax.legend()
-  fig.suptitle("PM accuracy vs data and model size")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 def sweep_scaling(rows: Sequence[dict], fits: Sequence[dict], path_or_file) -> None:
   """PM accuracy vs parameters and vs train comparisons, each series with its log-linear fit.
 
   Left: a series per data size against non-embedding parameters; right: a series per rung
   against train comparisons. Each line is the least-squares fit acc = a + b·log10(x) of
-  hh_jax.eval.sweep_report.fit_series, its slope b (accuracy per decade) in the legend; a
+  launch/sweeps/report.py's fit_series, its slope b (accuracy per decade) in the legend; a
   series with a single x has no fit and is drawn as points only.
   """
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -1,8 +1,8 @@
 """A sweep's points, from their eval.json files, in one table and one scaling plot.
 
-  python -m hh_jax.eval.sweep_report --workdir=DIR   # launch/sweep.py runs it after the points
+  python -m launch.sweeps.report --workdir=DIR   # launch/sweep.py runs it after the points
 
-The manifest the launcher wrote (sweep_plan.MANIFEST) names every point, so a point that
+The manifest the launcher wrote (plan.MANIFEST) names every point, so a point that
 has not finished is reported by name instead of silently missing from the trend. Each
 finished point contributes its pm_eval results and its non-embedding parameter count (from
 the PM run's config.json, i.e. the model that actually ran). Writes into the workdir:
@@ -25,8 +25,8 @@ import numpy as np
 
 from hh_jax import files
 from hh_jax.errors import UserError
-from hh_jax.eval import sweep_plan
 from hh_jax.model import flops
+from launch.sweeps import plan as plan_lib
 
 COLUMNS = ("name", "size", "params", "num_train", "seed", "accuracy", "ece", "gold_agreement",
            "spearman_gold", "num_pairs")
@@ -62,7 +62,7 @@ def collect(manifest: dict) -> tuple[list[dict], list[dict]]:
   """(rows of finished points, [{name, reason}] of the others), rows in (params, data, seed)."""
   rows, missing = [], []
   for p in manifest["points"]:
-    path = os.path.join(p["eval_workdir"], sweep_plan.EVAL_DONE)
+    path = os.path.join(p["eval_workdir"], plan_lib.EVAL_DONE)
     if not files.exists(path):
       missing.append({"name": p["name"], "reason": f"no {path}"})
       continue
@@ -111,9 +111,9 @@ def report(workdir: str, out=print) -> dict:
   from hh_jax.eval import plots  # pylint: disable=g-import-not-at-top  (matplotlib)
   if not files.is_remote(workdir):
     workdir = os.path.abspath(workdir)
-  manifest_path = os.path.join(workdir, sweep_plan.MANIFEST)
+  manifest_path = os.path.join(workdir, plan_lib.MANIFEST)
   if not files.exists(manifest_path):
-    raise UserError(f"no {sweep_plan.MANIFEST} in {workdir}; pass the --workdir of a sweep "
+    raise UserError(f"no {plan_lib.MANIFEST} in {workdir}; pass the --workdir of a sweep "
                     "that launch/sweep.py ran")
   rows, missing = collect(files.read_json(manifest_path))
   fits = fit_series(rows)

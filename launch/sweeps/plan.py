@@ -1,11 +1,13 @@
 """A sweep config expanded into ordinary stage runs: which commands, in which workdirs.
 
 Planning runs nothing, so launch/sweep.py executes one plan either as local subprocesses or
-as pod jobs, and sweep_report.py finds every point (finished or not) from the manifest the
+as pod jobs, and report.py finds every point (finished or not) from the manifest the
 launcher writes. Each run is exactly `python -m hh_jax.main --config=configs/<stage>.py:<arg>
---workdir=DIR --config.KEY=VALUE ...`: the stage config is built by pm_scaling's builders
-and every field they change is spelled out as an override, so a printed command reproduces
-the run by hand. Layout under the sweep workdir:
+--workdir=DIR --config.KEY=VALUE ...`: the stage config is built here from the stage's own
+config file (`lm_config`, `pm_config`, `eval_config`) and every field they change is spelled
+out as an override, so a printed command reproduces the run by hand. This is launcher code,
+not library code: it reads configs/, which hh_jax/ never imports. Layout under the sweep
+workdir:
 
   lm/<rung>-s<lm_seed>/        one LM per rung, shared by that rung's points
   points/<name>/pm/            the point's PM, from its rung's LM
@@ -20,8 +22,9 @@ import importlib.util
 import json
 import os
 
-from hh_jax.errors import UserError
+from configs import lm as lm_cfg, pm as pm_cfg, pm_eval as eval_cfg
 from hh_jax import files
+from hh_jax.errors import UserError
 
 MANIFEST = "sweep_points.json"
 # A run is finished once this file exists in its workdir (the LM's is its last checkpoint).
@@ -132,9 +135,44 @@ def config_overrides(base, built) -> list[str]:
   return out
 
 
+def parse_lm_workdirs(spec: str, key: str = "lm_workdirs") -> dict[str, str]:
+  """'tiny=/tmp/lm_tiny,test=DIR' -> {rung: LM workdir}, the trained LMs a sweep reuses."""
+  out = {}
+  for item in [x for x in str(spec or "").split(",") if x]:
+    size, sep, path = item.partition("=")
+    if not sep:
+      raise UserError(f"{key} item {item!r} must look like size=DIR")
+    out[size.strip()] = path.strip()
+  return out
+
+
+def lm_config(size, sw, seed):
+  """The LM stage config of one rung: the sweep's steps and sequence length."""
+  c = lm_cfg.get_config(f"size={size},runlocal={sw.runlocal}")
+  c.seed = seed
+  c.train.total_steps = sw.lm_steps
+  c.train.ckpt_every = sw.lm_steps
+  c.data.seq_len = min(sw.seq_len, c.model.max_len)
+  return c
+
+
+def pm_config(size, n, init, sw, seed):
+  """The PM stage config of one point: `n` synthetic train pairs, from the LM in `init`."""
+  c = pm_cfg.get_config(f"size={size},runlocal={sw.runlocal}")
+  c.seed = seed
+  c.init.workdir = init
+  c.data.num_train = n
+  c.data.num_eval = sw.num_eval
+  c.data.mixture = sw.mixture
+  c.data.seq_len = min(sw.seq_len, c.model.max_len)
+  c.data.batch_size = sw.batch_size
+  c.train.eval_every = 0  # one evaluation, at the end
+  c.train.ckpt_every = 0
+  return c
+
+
 def eval_config(pm_dir: str, sw):
   """pm_eval of one PM on fresh noise-free synthetic pairs (seed fixed: same for all points)."""
-  from configs import pm_eval as eval_cfg  # pylint: disable=g-import-not-at-top
   c = eval_cfg.get_config(f"data=synthetic,runlocal={sw.runlocal}")
   c.eval.pm_workdir = pm_dir
   c.eval.synthetic_pairs = sw.eval_pairs
@@ -145,13 +183,10 @@ def eval_config(pm_dir: str, sw):
 
 def plan(sweep, workdir: str, extra: list[str] | None = None) -> list[Point]:
   """Every point of `sweep` with its runs under `workdir`; `extra` flags go to LM and PM runs."""
-  # pylint: disable=g-import-not-at-top
-  from configs import lm as lm_cfg, pm as pm_cfg, pm_eval as eval_cfg
-  from hh_jax.eval import pm_scaling
   extra = list(extra or [])
   if not files.is_remote(workdir):
     workdir = os.path.abspath(workdir)
-  given = pm_scaling.parse_lm_workdirs(sweep.lm_workdirs, key="lm_workdirs")
+  given = parse_lm_workdirs(sweep.lm_workdirs)
   points, lms, names = [], {}, set()
   for size, num_train, seed in sweep.points:
     size, num_train, seed = str(size), int(num_train), int(seed)
@@ -171,14 +206,14 @@ def plan(sweep, workdir: str, extra: list[str] | None = None) -> list[Point]:
     else:
       lm_dir = os.path.join(workdir, "lm", f"{size}-s{sweep.lm_seed}")
       if lm_dir not in lms:
-        built = pm_scaling.lm_config(size, sweep, sweep.lm_seed)
+        built = lm_config(size, sweep, sweep.lm_seed)
         lms[lm_dir] = Run("lm", f"configs/lm.py:{arg}", lm_dir,
                           config_overrides(lm_cfg.get_config(arg), built) + extra,
                           os.path.join("checkpoints", str(built.train.total_steps)))
       runs.append(lms[lm_dir])
     point_dir = os.path.join(workdir, "points", name)
     pm_dir = os.path.join(point_dir, "pm")
-    pm_built = pm_scaling.pm_config(size, num_train, lm_dir, sweep, seed)
+    pm_built = pm_config(size, num_train, lm_dir, sweep, seed)
     runs.append(Run("pm", f"configs/pm.py:{arg}", pm_dir,
                     config_overrides(base_pm, pm_built) + extra, PM_DONE))
     eval_arg = f"data=synthetic,runlocal={sweep.runlocal}"
