@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WORKDIR ?= workdir
 PYTEST_ARGS ?=
 
-.PHONY: run test bench bench-peers clean
+.PHONY: run test bench bench-peers bench-peers-tunix clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,13 @@ bench-peers: bench/peers/.venv/.installed
 bench/peers/.venv/.installed: bench/peers/requirements.txt
 	$(PY) -m venv bench/peers/.venv
 	bench/peers/.venv/bin/pip install -q -r bench/peers/requirements.txt
+	touch $@
+
+# The Google Tunix peer (same jax/jaxlib as .venv), in its own environment too.
+bench-peers-tunix: bench/peers/.venv-tunix/.installed
+bench/peers/.venv-tunix/.installed: bench/peers/requirements-tunix.txt
+	$(PY) -m venv bench/peers/.venv-tunix
+	bench/peers/.venv-tunix/bin/pip install -q -r bench/peers/requirements-tunix.txt
 	touch $@
 
 bench: $(VENV)/.installed

@@ -2,13 +2,16 @@
 
 A number from bench/ is meant to be read beside two others measured in the
 same run on the same machine: the machine's own matmul peak (so MFU is honest
-on whatever CPU or accelerator we landed on) and the PyTorch peer's speed at the
-same shape (so "fast" means faster than what a user would otherwise run).
-Absolute speeds differ about 2x between the machines this project runs on, so
-neither may come from a table.
+on whatever CPU or accelerator we landed on) and a peer's speed at the same shape
+(so "fast" means faster than what a user would otherwise run). Absolute speeds
+differ about 2x between the machines this project runs on, so neither may come
+from a table.
 
-Runs in hh_jax's venv. It never imports torch: the peer runs as a subprocess
-with bench/peers/.venv's python (created by `make bench-peers`).
+Two peers (`PEERS`), each a script in bench/peers/ run as a subprocess with its
+own venv's python, so hh_jax never imports them: "gpt2", Hugging Face GPT-2 in
+PyTorch (bench/peers/.venv, `make bench-peers`), and "tunix", Google Tunix's
+sampler and PPOLearner on the same JAX (bench/peers/.venv-tunix,
+`make bench-peers-tunix`).
 
 Typical use in a bench script:
 
@@ -18,8 +21,13 @@ Typical use in a bench script:
                                              seq=256, batch=8)  # theirs: {} without the env
   peak = harness.measure_matmul_peak()
   harness.emit({"step_time_s": harness.median(ours), ...})
+
+  # Tunix's PPOLearner beside ours (the peer also reports its phases per step):
+  ours, theirs, info = harness.against_peers(step, "ppo", rounds=5, peer="tunix", ...)
+  # theirs["tunix"]: iteration seconds; harness.reply_medians(info["tunix"]["replies"])
 """
 
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -31,13 +39,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hh_jax import host_malloc  # noqa: E402
 
-host_malloc.ensure()  # before jax: see hh_jax/host_malloc.py
+host_malloc.ensure()  # before jax; CPU runs only: see hh_jax/host_malloc.py
 
 import jax  # noqa: E402
 import jax.numpy as jnp
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
-PEER_SCRIPT = PEERS_DIR / "gpt2_peer.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerSpec:
+  """One peer: its script, the venv whose python runs it, and how a bench opens it.
+
+  `mallocs` are the allocator settings a bench opens it under by default, one process
+  each. The PyTorch peer runs twice (as PyTorch users get it, and with hh_jax's settings);
+  Tunix runs on the same JAX and XLA:CPU as ours, so only under ours ("tuned"): the
+  comparison is of the two programs, everything under them held equal.
+  """
+  script: Path
+  venv: Path
+  make_target: str
+  mallocs: tuple = ("default", "tuned")
+
+
+PEERS = {
+    "gpt2": PeerSpec(PEERS_DIR / "gpt2_peer.py", PEERS_DIR / ".venv", "bench-peers"),
+    "tunix": PeerSpec(PEERS_DIR / "tunix_peer.py", PEERS_DIR / ".venv-tunix",
+                      "bench-peers-tunix", mallocs=("tuned",)),
+}
+PEER_SCRIPT = PEERS["gpt2"].script
 
 
 def time_fn(fn, *args, warmup=2, iters=5):
@@ -72,25 +102,33 @@ def measure_matmul_peak(dtype=jnp.float32, n=2048, repeats=10):
   return 2 * n**3 / best
 
 
-def peer_python():
-  """The peer venv's python, or None when `make bench-peers` has not run."""
-  python = PEERS_DIR / ".venv" / "bin" / "python"
+def peer_python(peer="gpt2"):
+  """The peer venv's python, or None when its `make` target has not run."""
+  python = PEERS[peer].venv / "bin" / "python"
   return python if python.exists() else None
 
 
+def _missing_env(peer):
+  spec = PEERS[peer]
+  root = PEERS_DIR.parent.parent
+  where = spec.venv.relative_to(root) if spec.venv.is_relative_to(root) else spec.venv
+  return f"no {peer} peer env at {where} (run `make {spec.make_target}`)"
+
+
 class PeerProcess:
-  """gpt2_peer.py held open in --serve mode: one `step()` is one timed peer step.
+  """A peer script held open in --serve mode: one `step()` is one timed peer step.
 
   Timing ours and the peer in separate blocks lets a slow spell of this shared VM (it
   swings 10-30% over minutes) land on one side only; holding the peer open lets a bench
-  alternate them step by step instead (`interleave`).
+  alternate them step by step instead (`interleave`). Every reply is kept whole in
+  `replies` (a peer may report more than its step time: Tunix's PPO phases).
   """
 
-  def __init__(self, task, *, malloc="default", **shape):
-    python = peer_python()
+  def __init__(self, task, *, malloc="default", peer="gpt2", **shape):
+    python = peer_python(peer)
     if python is None:
-      raise FileNotFoundError("no peer env at bench/peers/.venv (run `make bench-peers`)")
-    cmd = [str(python), str(PEER_SCRIPT), "--task", task, "--serve"]
+      raise FileNotFoundError(_missing_env(peer))
+    cmd = [str(python), str(PEERS[peer].script), "--task", task, "--serve"]
     for key, value in shape.items():
       if value is not None:
         cmd += [f"--{key}", str(value)]
@@ -101,6 +139,7 @@ class PeerProcess:
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=self.stderr, text=True, env=env)
     self.info = self._read()  # task, shape, versions; sent after the peer's warm-up
+    self.replies = []
 
   def _read(self):
     line = self.proc.stdout.readline()
@@ -115,7 +154,9 @@ class PeerProcess:
     """Seconds of one peer step, timed inside the peer."""
     self.proc.stdin.write("step\n")
     self.proc.stdin.flush()
-    return self._read()["step_time_s"]
+    reply = self._read()
+    self.replies.append(reply)
+    return reply["step_time_s"]
 
   def close(self):
     if self.proc.poll() is None:
@@ -127,18 +168,32 @@ class PeerProcess:
     self.stderr.close()
 
 
-def open_peers(task, mallocs=("default", "tuned"), **shape):
-  """{malloc: PeerProcess} for each allocator setting, or {} (with a note) without the env."""
-  if peer_python() is None:
-    print("harness: no peer env at bench/peers/.venv (run `make bench-peers`);"
-          " peer numbers left out", file=sys.stderr)
+def peer_key(peer, malloc, mallocs):
+  """The name a peer process goes by in the dicts a bench gets back.
+
+  The PyTorch peer keeps its allocator names ("default", "tuned"), as the benches have
+  always read them; any other peer goes by its own name ("tunix"), with the allocator
+  appended only when it runs under more than one.
+  """
+  if peer == "gpt2":
+    return malloc
+  return peer if len(mallocs) == 1 else f"{peer}_{malloc}"
+
+
+def open_peers(task, mallocs=None, peer="gpt2", **shape):
+  """{name: PeerProcess} for each allocator setting (`peer_key`), or {} (with a note on
+  stderr) without the peer's env or when it fails to start."""
+  mallocs = tuple(mallocs or PEERS[peer].mallocs)
+  if peer_python(peer) is None:
+    print(f"harness: {_missing_env(peer)}; {peer} peer numbers left out", file=sys.stderr)
     return {}
   peers = {}
   try:
     for malloc in mallocs:
-      peers[malloc] = PeerProcess(task, malloc=malloc, **shape)
+      peers[peer_key(peer, malloc, mallocs)] = PeerProcess(task, malloc=malloc, peer=peer,
+                                                           **shape)
   except RuntimeError as e:
-    print(f"harness: {e}; peer numbers left out", file=sys.stderr)
+    print(f"harness: {peer}: {e}; {peer} peer numbers left out", file=sys.stderr)
     close_peers(peers)
     return {}
   return peers
@@ -170,18 +225,30 @@ def interleave(fn, peers, *, rounds, warmup=2, pause_s=0.25):
   return ours, theirs
 
 
-def against_peers(fn, task, *, rounds, warmup=2, use_peer=True, **shape):
+def against_peers(fn, task, *, rounds, warmup=2, use_peer=True, peer="gpt2", **shape):
   """`interleave` with the peers for `task` opened and closed around it.
 
-  Returns (our times, {malloc: peer times}, {malloc: peer metadata}); the dicts are empty
-  without the peer env or with use_peer=False, and ours are timed all the same.
+  `peer` names one peer of `PEERS` or a tuple of them, all taking turns with ours in the
+  same rounds. Returns (our times, {name: peer times}, {name: peer metadata}), names as
+  `peer_key` gives them, each metadata dict with the peer's whole replies under
+  "replies"; a peer without its env (or with use_peer=False) is left out of both dicts,
+  with a note on stderr, and ours are timed all the same.
   """
-  peers = open_peers(task, **shape) if use_peer else {}
+  names = (peer,) if isinstance(peer, str) else tuple(peer)
+  peers = {}
   try:
+    for name in names if use_peer else ():
+      peers.update(open_peers(task, peer=name, **shape))
     ours, theirs = interleave(fn, peers, rounds=rounds, warmup=warmup)
   finally:
     close_peers(peers)
-  return ours, theirs, {name: peer.info for name, peer in peers.items()}
+  return ours, theirs, {name: {**p.info, "replies": p.replies} for name, p in peers.items()}
+
+
+def reply_medians(replies):
+  """{key: median over steps} of a peer's numeric reply fields (e.g. Tunix's PPO phases)."""
+  keys = [k for k in replies[0] if isinstance(replies[0][k], (int, float))] if replies else []
+  return {k: statistics.median(r[k] for r in replies if k in r) for k in keys}
 
 
 def paired_ratio(ours, theirs):

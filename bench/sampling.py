@@ -6,9 +6,12 @@ Prints one JSON object: new tokens per second for
   cached   hh_jax.model.sampling.Sampler (prefill + compiled while_loop over a KV cache),
   naive    the same compiled loop re-running the whole [prompt + new] sequence every step,
   peer     Hugging Face GPT-2 `generate` with its KV cache (bench/peers), same shape,
+  tunix    Google Tunix's `Sampler` (KV cache, compiled while_loop) on a Tunix Llama3 of the
+           same depth and width, parameter-matched (SwiGLU width 1365: the same 12.6M
+           non-embedding parameters), on the same jax/jaxlib (bench/peers/tunix_peer.py),
 all at temperature 1 with no top-k/top-p and no stop token, so every row makes exactly
-`new_tokens` tokens, and all in this one run on this machine: the peer is held open and its
-calls alternate with ours (`speedup_vs_peer_paired` is the median of the per-round ratios).
+`new_tokens` tokens, and all in this one run on this machine: the peers are held open and
+their calls alternate with ours (`speedup_vs_*_paired` is the median of the per-round ratios).
 """
 import argparse
 import functools
@@ -39,7 +42,8 @@ def main():
   p.add_argument("--iters", type=int, default=5)
   p.add_argument("--naive_iters", type=int, default=1, help="the naive loop is slow")
   p.add_argument("--dtype", default="float32")
-  p.add_argument("--no_peer", action="store_true")
+  p.add_argument("--no_peer", action="store_true", help="neither peer")
+  p.add_argument("--peers", default="gpt2,tunix", help="which peers of bench/harness.PEERS")
   args = p.parse_args()
 
   cfg = models.get(args.size)
@@ -59,11 +63,12 @@ def main():
   out = sampler(list(prompts), key, settings)
   cached_first = time.perf_counter() - t0  # compile + one run
   assert (out["lengths"] == args.new_tokens).all()
-  # The peer's `generate` is held open and takes turns with ours call by call, so a slow
-  # spell of this shared machine lands on both sides of the ratio.
+  # The peers' samplers are held open and take turns with ours call by call, so a slow
+  # spell of this shared machine lands on both sides of each ratio.
   cached, peer_times, peers = harness.against_peers(
       lambda: sampler(list(prompts), key, settings)["tokens"], "generate", rounds=args.iters,
-      warmup=0, use_peer=not args.no_peer, n_layer=cfg.n_layers, d_model=cfg.d_model,
+      warmup=0, use_peer=not args.no_peer, peer=tuple(args.peers.split(",")),
+      n_layer=cfg.n_layers, d_model=cfg.d_model,
       n_head=cfg.n_heads, vocab=args.vocab, batch=args.batch, prompt_len=args.prompt_len,
       new_tokens=args.new_tokens)
 
@@ -80,6 +85,11 @@ def main():
       "bench": "sampling", "size": args.size, "vocab": args.vocab, "batch": args.batch,
       "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "dtype": args.dtype,
       "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+      # Token and position embeddings are a lookup, not compute: the peers match the rest.
+      "params": sum(x.size for x in jax.tree.leaves(params)),
+      "non_embedding_params": sum(leaf.size for name, sub in params.items()
+                                  if name not in ("embedding", "pos_embedding")
+                                  for leaf in jax.tree.leaves(sub)),
       "cached_tokens_per_s": cached_tps, "cached_call_s": harness.median(cached),
       "cached_first_call_s": cached_first,
       "naive_tokens_per_s": naive_tps, "naive_call_s": harness.median(naive),
@@ -96,6 +106,15 @@ def main():
     theirs = peer_times["tuned"]
     result["peer_same_malloc_tokens_per_s"] = new_tokens / harness.median(theirs)
     result["speedup_vs_peer_same_malloc"] = harness.median(theirs) / harness.median(cached)
+  if "tunix" in peers:  # Tunix's Sampler, same JAX/XLA and our allocator settings
+    theirs, info = peer_times["tunix"], peers["tunix"]
+    result["tunix"] = {"tokens_per_s": new_tokens / harness.median(theirs),
+                       "step_time_s": harness.median(theirs), "step_times_s": theirs,
+                       **{k: info[k] for k in ("tunix", "jax", "jaxlib", "params",
+                                               "non_embedding_params", "shape", "threads")}}
+    result["cached_step_times_s"] = cached
+    result["speedup_vs_tunix"] = harness.median(theirs) / harness.median(cached)
+    result["speedup_vs_tunix_paired"] = harness.paired_ratio(cached, theirs)
   harness.emit(result)
 
 

@@ -54,6 +54,54 @@ def test_paired_ratio_is_the_median_of_same_round_ratios(harness):
 
 
 def test_open_peers_without_the_env_gives_none(harness, monkeypatch, capsys):
-  monkeypatch.setattr(harness, "peer_python", lambda: None)
+  monkeypatch.setattr(harness, "peer_python", lambda peer="gpt2": None)
   assert harness.open_peers("lm", n_layer=1) == {}
   assert "make bench-peers" in capsys.readouterr().err
+
+
+# A --serve peer in miniature: metadata after "warm-up", then one reply per `step` line,
+# each with an extra field as Tunix's PPO peer sends its phases.
+FAKE_PEER = """
+import json, sys
+print(json.dumps({"task": sys.argv[sys.argv.index("--task") + 1], "argv": sys.argv[1:]}),
+      flush=True)
+for i, line in enumerate(sys.stdin):
+  if line.strip() != "step":
+    break
+  print(json.dumps({"step_time_s": 1.0 + i, "rollout_s": 0.5}), flush=True)
+"""
+
+
+def fake_peer(harness, tmp_path, name, *, with_env=True):
+  script = tmp_path / f"{name}_peer.py"
+  script.write_text(FAKE_PEER)
+  venv = tmp_path / f"venv-{name}"
+  if with_env:
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+  return harness.PeerSpec(script, venv, f"bench-peers-{name}", mallocs=("tuned",))
+
+
+def test_against_peers_opens_a_named_peer_and_leaves_out_one_without_env(
+    harness, monkeypatch, tmp_path, capsys):
+  monkeypatch.setitem(harness.PEERS, "fake", fake_peer(harness, tmp_path, "fake"))
+  monkeypatch.setitem(harness.PEERS, "gone", fake_peer(harness, tmp_path, "gone",
+                                                       with_env=False))
+  monkeypatch.setattr(harness, "interleave", lambda fn, peers, *, rounds, warmup: (
+      [fn() for _ in range(rounds)],
+      {name: [p.step() for _ in range(rounds)] for name, p in peers.items()}))
+  ours, theirs, info = harness.against_peers(lambda: 0.5, "ppo", rounds=2, warmup=0,
+                                             peer=("gone", "fake"), n_layer=4, batch=None)
+  assert ours == [0.5, 0.5] and theirs == {"fake": [1.0, 2.0]}  # keyed by the peer's name
+  assert info["fake"]["task"] == "ppo"
+  assert info["fake"]["argv"] == ["--task", "ppo", "--serve", "--n_layer", "4"]  # None: no flag
+  assert [r["rollout_s"] for r in info["fake"]["replies"]] == [0.5, 0.5]
+  assert harness.reply_medians(info["fake"]["replies"]) == {"step_time_s": 1.5,
+                                                            "rollout_s": 0.5}
+  assert "make bench-peers-gone" in capsys.readouterr().err
+
+
+def test_peer_key_keeps_the_gpt2_names(harness):
+  assert harness.peer_key("gpt2", "tuned", ("default", "tuned")) == "tuned"
+  assert harness.peer_key("tunix", "tuned", ("tuned",)) == "tunix"
+  assert harness.peer_key("tunix", "default", ("default", "tuned")) == "tunix_default"
