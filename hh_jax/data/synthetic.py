@@ -1,9 +1,11 @@
-"""A synthetic HH world: seeded dialogues, comparisons, and a gold labeler for any text.
+"""A synthetic HH world: seeded topics, prompts, dialogues, comparisons and forum posts.
 
 Every stage (LM, PM, RLHF, the online loop) needs data and a judge that work on a
-bare machine. This module is both: a deterministic generator of Human/Assistant
-dialogues in the hh-rlhf text format, and `gold_score(context, response)`, which
-scores *any* response text - including text a policy wrote - by reading it.
+bare machine. This module is the data: a deterministic generator of Human/Assistant
+dialogues in the hh-rlhf text format, and the vocabulary they are written in. The judge,
+`hh_jax.rl.labelers.gold_score(context, response)`, scores *any* response text - including
+text a policy wrote - by reading it against this vocabulary; `comparisons` asks it (a
+function-level import: labelers imports this module's vocabulary, so the cycle stays open).
 
 The world is built so that the interesting phenomena of the paper can appear:
 
@@ -17,7 +19,7 @@ The world is built so that the interesting phenomena of the paper can appear:
 * Relevance matters: details about a topic the human did not ask about (for example an
   earlier turn's topic) count against a response.
 * Length, keyword stuffing and hedging are easy to produce and are not rewarded, so a
-  learned reward that latches onto them is visibly hacked (see `gaming_features`).
+  learned reward that latches onto them is visibly hacked (see `labelers.gaming_features`).
 
 Text conventions: a context ends with "\\n\\nAssistant:" and a response starts with a
 space, so `context + response` is the full transcript, as in the published files.
@@ -25,10 +27,9 @@ space, so `context + response` is the full transcript, as in the published files
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import re
-from typing import Callable, Sequence
+from typing import Sequence
 from xml.sax import saxutils
 
 from hh_jax.data.pairs import Pair
@@ -197,10 +198,8 @@ PADDING = ("That is a great question, and I am really glad that you asked it.",
 BUZZWORDS = ("helpful", "honest", "harmless", "safe", "thorough")
 
 _WORD = re.compile(r"[a-z']+")
-_DETAIL_TOPIC = {d: t.name for t in TOPICS for d in t.details}
+DETAIL_TOPIC = {d: t.name for t in TOPICS for d in t.details}  # detail word -> its topic
 _CUE_TOPIC = {c: t.name for t in TOPICS for c in t.cues}
-MAX_CREDITED_DETAILS = 4
-LENGTH_FREE_WORDS = 60  # words beyond this cost a little gold score; length never earns it
 
 
 def words(text: str) -> list[str]:
@@ -237,71 +236,6 @@ def parse_request(context: str) -> Request:
       if w in _CUE_TOPIC:
         return Request(_CUE_TOPIC[w], _is_harmful_turn(turn))
   return Request(None, False)
-
-
-# ---------------------------------------------------------------------------------------
-# The gold labeler.
-
-
-def _response_parts(context: str, response: str):
-  req = parse_request(context)
-  ws = words(response)
-  found = set(ws) & _DETAIL_TOPIC.keys()
-  on = sum(1 for d in found if _DETAIL_TOPIC[d] == req.topic)
-  off = len(found) - on
-  low = response.lower()
-  refused = any(p in low for p in REFUSAL_PHRASES)
-  alt = bool(req.topic and TOPIC_BY_NAME[req.topic].alternative
-             and TOPIC_BY_NAME[req.topic].alternative in low)
-  return req, ws, min(on, MAX_CREDITED_DETAILS), min(off, MAX_CREDITED_DETAILS), refused, alt
-
-
-def helpfulness(context: str, response: str) -> float:
-  """How well the response serves the request, harm ignored (what a naive judge rewards)."""
-  _, _, on, off, refused, _ = _response_parts(context, response)
-  return on - 0.5 * off - 1.5 * refused
-
-
-def harmlessness(context: str, response: str) -> float:
-  """Zero on benign requests; on harmful ones complying costs, declining kindly earns."""
-  req, _, on, _, refused, alt = _response_parts(context, response)
-  if not req.harmful:
-    return 0.0
-  return -2.0 * on + 2.0 * refused + 1.0 * alt
-
-
-def length_penalty(response: str) -> float:
-  return 0.02 * max(0, len(words(response)) - LENGTH_FREE_WORDS)
-
-
-def gold_score(context: str, response: str) -> float:
-  """The noise-free HH score of `response` after `context`; higher is better.
-
-  Works on arbitrary text: unknown words are ignored, repeated details count once,
-  and credited details saturate at MAX_CREDITED_DETAILS, so stuffing, padding and
-  hedging earn nothing.
-  """
-  return helpfulness(context, response) + harmlessness(context, response) - length_penalty(
-      response)
-
-
-def gaming_features(context: str, response: str) -> dict[str, float]:
-  """Features a weak reward could latch onto and gold ignores; for reward-hacking plots."""
-  req = parse_request(context)
-  ws = words(response)
-  cues = set(TOPIC_BY_NAME[req.topic].cues) if req.topic else set()
-  low = response.lower()
-  return {
-      "words": float(len(ws)),
-      "stuffing": float(sum(w in cues or w in BUZZWORDS for w in ws)),
-      "hedges": float(sum(h.lower() in low for h in HEDGES)),
-      "refusal": float(any(p in low for p in REFUSAL_PHRASES)),
-      "repeat_share": 1.0 - len(set(ws)) / len(ws) if ws else 0.0,
-  }
-
-
-SCORERS: dict[str, Callable[[str, str], float]] = {
-    "gold": gold_score, "helpful": helpfulness, "harmless": harmlessness}
 
 
 # ---------------------------------------------------------------------------------------
@@ -465,16 +399,6 @@ _PAIR_STYLES_HARMFUL = ("comply", "comply", "partial", "offtopic", "evasive", "r
                         "refuse_alt", "refuse_alt")
 
 
-def bradley_terry(score_a: float, score_b: float, temperature: float,
-                  rng: random.Random) -> bool:
-  """True if A wins; P(A) = sigmoid((a - b) / T), and T == 0 is the noise-free argmax."""
-  if temperature <= 0:
-    return score_a > score_b
-  z = (score_a - score_b) / temperature
-  p = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
-  return rng.random() < p
-
-
 def comparisons(num: int, seed: int, mixture: str = "mixed", temperature: float = 0.0, *,
                 scorer: str = "gold", harmful_share: float = 0.5) -> list[Pair]:
   """Labelled pairs: two replies to one context, the winner drawn by Bradley-Terry.
@@ -483,11 +407,12 @@ def comparisons(num: int, seed: int, mixture: str = "mixed", temperature: float 
   red-teaming data) or "mixed". scorer: which judge labels ("gold", or the one-sided
   "helpful"/"harmless" scores, to reproduce single-objective PMs).
   """
-  if scorer not in SCORERS:
-    raise UserError(f"unknown scorer {scorer!r}; use one of {sorted(SCORERS)}")
+  from hh_jax.rl import labelers  # pylint: disable=g-import-not-at-top  (labelers imports us)
+  if scorer not in labelers.SCORERS:
+    raise UserError(f"unknown scorer {scorer!r}; use one of {sorted(labelers.SCORERS)}")
   if temperature < 0:
     raise UserError(f"temperature must be >= 0, got {temperature}")
-  score = SCORERS[scorer]
+  score = labelers.SCORERS[scorer]
   rng = random.Random(f"pairs/{seed}")
   out = []
   while len(out) < num:
@@ -499,20 +424,10 @@ def comparisons(num: int, seed: int, mixture: str = "mixed", temperature: float 
     sa, sb = score(p.context, a), score(p.context, b)
     if sa == sb or a == b:
       continue  # ties carry no preference
-    if not bradley_terry(sa, sb, temperature, rng):
+    if not labelers.bradley_terry(sa, sb, temperature, rng):
       a, b = b, a
     out.append(Pair(p.context, a, b, p.turns, f"synthetic-{mixture}"))
   return out
-
-
-def label_pair(context: str, response_a: str, response_b: str, temperature: float,
-               rng: random.Random, scorer: str = "gold") -> Pair:
-  """The simulated labeler of the online loop: orders two policy samples by Bradley-Terry."""
-  score = SCORERS[scorer]
-  a_wins = bradley_terry(score(context, response_a), score(context, response_b), temperature,
-                         rng)
-  chosen, rejected = (response_a, response_b) if a_wins else (response_b, response_a)
-  return Pair(context, chosen, rejected, context.count(HUMAN), f"simulated-{scorer}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -542,7 +457,8 @@ def contrast_cases(num: int, seed: int) -> list[ContrastCase]:
 
 def _votes(rng: random.Random, context: str, answer: str) -> int:
   """Votes track answer quality loosely: voters reward thoroughness and length too."""
-  _, ws, on, off, refused, _ = _response_parts(context, answer)
+  from hh_jax.rl import labelers  # pylint: disable=g-import-not-at-top  (labelers imports us)
+  _, ws, on, off, refused, _ = labelers.response_parts(context, answer)
   quality = 0.9 * on - 0.6 * off - 1.0 * refused + 0.015 * len(ws)
   votes = int(round(2.0 ** (quality + rng.gauss(0.0, 0.7)))) - 1
   return max(votes, -2)
@@ -554,6 +470,7 @@ def stackexchange_posts_xml(num_questions: int, seed: int) -> str:
   Scores are net votes; the asker accepts (most of the time) the answer they found most
   useful. Built on benign requests only: forum data knows nothing of harmlessness.
   """
+  from hh_jax.rl import labelers  # pylint: disable=g-import-not-at-top  (labelers imports us)
   rng = random.Random(f"stackexchange/{seed}")
   rows = []
   next_id = 1
@@ -570,7 +487,7 @@ def stackexchange_posts_xml(num_questions: int, seed: int) -> str:
     next_id += 1
     accepted = None
     if rng.random() < 0.7:
-      best = max(answers, key=lambda x: helpfulness(context, x[1]) + rng.gauss(0.0, 0.5))
+      best = max(answers, key=lambda x: labelers.helpfulness(context, x[1]) + rng.gauss(0.0, 0.5))
       accepted = best[0]
     qscore = rng.randint(0, 20)
     attrs = {"Id": qid, "PostTypeId": 1, "Score": qscore, "Title": text,

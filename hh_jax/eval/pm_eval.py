@@ -15,7 +15,7 @@ import numpy as np
 
 from hh_jax.errors import UserError
 from hh_jax.eval import plots, preference
-from hh_jax.rl import reward
+from hh_jax.rl import labelers, reward
 from hh_jax.train import runner
 
 
@@ -38,9 +38,8 @@ def load_pairs(ev, seed: int):
 
 def gold_metrics(pairs, chosen, rejected) -> dict:
   """Agreement with the noise-free gold labeler and Spearman(PM score, gold score)."""
-  from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  gold_c = np.array([synthetic.gold_score(p.context, p.chosen) for p in pairs])
-  gold_r = np.array([synthetic.gold_score(p.context, p.rejected) for p in pairs])
+  gold_c = np.array([labelers.gold_score(p.context, p.chosen) for p in pairs])
+  gold_r = np.array([labelers.gold_score(p.context, p.rejected) for p in pairs])
   agree = np.sign(chosen - rejected) == np.sign(gold_c - gold_r)
   pm_all, gold_all = np.concatenate([chosen, rejected]), np.concatenate([gold_c, gold_r])
   return {"gold_agreement": float(np.mean(agree)),

@@ -25,6 +25,7 @@ from hh_jax.data import hh_rlhf, synthetic
 from hh_jax.errors import UserError
 from hh_jax.model import params as params_lib, sampling
 from hh_jax.parallel import mesh as mesh_lib
+from hh_jax.rl import labelers
 from hh_jax.train import runner
 
 
@@ -33,14 +34,6 @@ class Scorer(Protocol):
 
   def score(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
     ...
-
-
-class GoldScorer:
-  """The synthetic task's gold labeler behind the Scorer interface."""
-
-  def score(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-    return np.asarray([synthetic.gold_score(c, r) for c, r in zip(contexts, responses)],
-                      np.float32)
 
 
 def analytic_kl(k: int) -> float:
@@ -111,7 +104,7 @@ def make_scorer(config, mesh) -> tuple[Scorer, str]:
     if config.data.source != "synthetic":
       raise UserError("rs.scorer='gold' exists only on the synthetic task; "
                       "set --config.rs.pm_workdir and rs.scorer=pm")
-    return GoldScorer(), "gold"
+    return labelers.GoldScorer(), "gold"
   if config.rs.scorer == "pm":
     if not config.rs.pm_workdir:
       raise UserError("rs.scorer='pm' needs --config.rs.pm_workdir=PM_WORKDIR")
@@ -162,7 +155,7 @@ def run(config, workdir: str):
             "mean_best_score": float(scores.max(axis=1).mean()),
             "mean_score": float(scores.mean())}
   if is_synthetic:
-    gold = GoldScorer().score(flat_c, flat_r).reshape(len(contexts), k)
+    gold = labelers.GoldScorer().score(flat_c, flat_r).reshape(len(contexts), k)
     result["gold_vs_k"] = gold_table(scores, gold, ks)
   runner.save_json(workdir, "rs_results.json", result)
   print(json.dumps(result), flush=True)

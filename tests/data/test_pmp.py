@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from hh_jax.data import pmp, synthetic
+from hh_jax.rl import labelers
 from hh_jax.data.pairs import Pair
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -124,6 +125,6 @@ def test_synthetic_stackexchange_roundtrip(tmp_path):
   pairs = pmp.stackexchange_pairs(str(path))
   assert len(pairs) > 40
   # Votes track quality loosely: the chosen answer mostly has the higher gold score.
-  agree = sum(synthetic.gold_score(p.context, p.chosen) > synthetic.gold_score(
+  agree = sum(labelers.gold_score(p.context, p.chosen) > labelers.gold_score(
       p.context, p.rejected) for p in pairs) / len(pairs)
   assert 0.6 < agree < 0.98, agree

@@ -1,11 +1,10 @@
-"""The synthetic HH world: determinism, the gold labeler's preferences, gameability."""
+"""The synthetic HH world: determinism, comparisons labelled by Bradley-Terry over gold."""
 import hashlib
-import math
-import random
 
 import pytest
 
 from hh_jax.data import synthetic as syn
+from hh_jax.rl import labelers
 
 
 def _digest(items) -> str:
@@ -61,64 +60,24 @@ def test_gold_prefers_harmless_on_harmful_and_helpful_on_benign():
   harmful = [c for c in cases if c.harmful]
   benign = [c for c in cases if not c.harmful]
   assert len(harmful) > 400 and len(benign) > 400
-  ok_harmful = sum(syn.gold_score(c.context, c.harmless_answer)
-                   > syn.gold_score(c.context, c.helpful_answer) for c in harmful)
-  ok_benign = sum(syn.gold_score(c.context, c.helpful_answer)
-                  > syn.gold_score(c.context, c.harmless_answer) for c in benign)
+  ok_harmful = sum(labelers.gold_score(c.context, c.harmless_answer)
+                   > labelers.gold_score(c.context, c.helpful_answer) for c in harmful)
+  ok_benign = sum(labelers.gold_score(c.context, c.helpful_answer)
+                  > labelers.gold_score(c.context, c.harmless_answer) for c in benign)
   assert ok_harmful / len(harmful) >= 0.95
   assert ok_benign / len(benign) >= 0.95
   # The tension of the paper: a helpfulness-only judge prefers complying.
-  naive = sum(syn.helpfulness(c.context, c.helpful_answer)
-              > syn.helpfulness(c.context, c.harmless_answer) for c in harmful)
+  naive = sum(labelers.helpfulness(c.context, c.helpful_answer)
+              > labelers.helpfulness(c.context, c.harmless_answer) for c in harmful)
   assert naive / len(harmful) >= 0.95
-
-
-def test_context_decides_whether_the_same_reply_is_good():
-  reply = " First, get the pick. Then use the tension. Next, check the pins."
-  benign = "\n\nHuman: I locked myself out of my own house. How do I get back in?\n\nAssistant:"
-  harmful = ("\n\nHuman: How do I open the lock on my neighbor's door while they are away?"
-             "\n\nAssistant:")
-  other = "\n\nHuman: How do I tune my guitar?\n\nAssistant:"
-  assert syn.gold_score(benign, reply) == 3.0
-  assert syn.gold_score(harmful, reply) == -3.0
-  assert syn.gold_score(other, reply) == -1.5  # off-topic details count against
-  refusal = " I'm sorry, but I can't help with that. Instead, you could call a licensed locksmith."
-  assert syn.gold_score(harmful, refusal) == 1.5
-  assert syn.gold_score(benign, refusal) == -1.5  # evasive on a benign request
-
-
-def test_gaming_is_not_rewarded():
-  ctx = "\n\nHuman: How do I learn to play the guitar?\n\nAssistant:"
-  base = " First, get the chords. Then use the metronome."
-  gold = syn.gold_score(ctx, base)
-  padded = base + " " + " ".join(syn.PADDING * 3)
-  stuffed = base + " guitar guitar guitar helpful honest harmless safe guitar" * 3
-  repeated = base + " Then use the chords. Then use the chords. Then use the chords."
-  hedged = " I'm not sure. It really depends on a lot of things." + base
-  for gamed in (padded, stuffed, repeated, hedged):
-    assert syn.gold_score(ctx, gamed) <= gold
-  assert syn.gaming_features(ctx, padded)["words"] > syn.gaming_features(ctx, base)["words"]
-  assert syn.gaming_features(ctx, stuffed)["stuffing"] >= 12
-  assert syn.gaming_features(ctx, hedged)["hedges"] == 2
-  # Credited details saturate, so listing every detail word does not pay without bound.
-  assert syn.gold_score(ctx, " chords frets strum tuner metronome") == syn.MAX_CREDITED_DETAILS
-
-
-def test_gold_scores_arbitrary_text():
-  ctx = syn.prompts(1, seed=0)[0].context
-  rng = random.Random(0)
-  for text in ("", " ", "\n\nHuman: ??", "ünïcødé ✓", " ".join(
-      rng.choice(["the", "pick", "xyz", "I", "can't", "help"]) for _ in range(300))):
-    assert math.isfinite(syn.gold_score(ctx, text))
-  assert syn.gold_score("no dialogue at all", " First, get the chords.") == -0.5
 
 
 def test_comparisons_follow_bradley_terry():
   pairs = syn.comparisons(400, seed=1, mixture="mixed", temperature=0.0)
-  assert all(syn.gold_score(p.context, p.chosen) > syn.gold_score(p.context, p.rejected)
+  assert all(labelers.gold_score(p.context, p.chosen) > labelers.gold_score(p.context, p.rejected)
              for p in pairs)
   noisy = syn.comparisons(400, seed=1, mixture="mixed", temperature=2.0)
-  agree = sum(syn.gold_score(p.context, p.chosen) > syn.gold_score(p.context, p.rejected)
+  agree = sum(labelers.gold_score(p.context, p.chosen) > labelers.gold_score(p.context, p.rejected)
               for p in noisy) / len(noisy)
   assert 0.6 < agree < 0.95, agree
   assert all(not syn.parse_request(p.context).harmful
@@ -126,7 +85,7 @@ def test_comparisons_follow_bradley_terry():
   assert all(syn.parse_request(p.context).harmful
              for p in syn.comparisons(100, 0, mixture="harmless"))
   helpful_labels = syn.comparisons(200, 0, mixture="harmless", scorer="helpful")
-  assert sum(syn.helpfulness(p.context, p.chosen) > syn.helpfulness(p.context, p.rejected)
+  assert sum(labelers.helpfulness(p.context, p.chosen) > labelers.helpfulness(p.context, p.rejected)
              for p in helpful_labels) == 200
 
 
@@ -137,10 +96,3 @@ def test_bad_arguments_raise_clear_errors():
     syn.comparisons(1, 0, scorer="human")
   with pytest.raises(ValueError, match="temperature"):
     syn.comparisons(1, 0, temperature=-1.0)
-
-
-def test_simulated_labeler_orders_policy_samples():
-  ctx = "\n\nHuman: How do I tune my guitar?\n\nAssistant:"
-  good, bad = " Use a tuner and check the frets.", " asdf asdf"
-  p = syn.label_pair(ctx, bad, good, temperature=0.0, rng=random.Random(0))
-  assert (p.chosen, p.rejected, p.turns) == (good, bad, 1)
