@@ -12,7 +12,7 @@ from typing import Iterable, TextIO
 import jax
 from absl import app, flags, logging
 
-from hh_jax.data.tokenizer import ASSISTANT, HUMAN
+from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.errors import UserError
 from hh_jax.model import params as params_lib, sampling
 

@@ -50,3 +50,14 @@ def test_the_checks_see_nested_and_from_imports(tmp_path):
   names = imported_modules(src)
   assert _under(names, "configs") == ["configs", "configs.lm", "configs.sweeps.pm_ladder"]
   assert _under(names, "hh_jax.train") == ["hh_jax.train"]
+
+
+@pytest.mark.parametrize("path", _modules("hh_jax"), ids=lambda p: str(p.relative_to(REPO)))
+def test_dialogue_markers_are_defined_once(path):
+  """Only hh_jax/data/markers.py binds a name to the `\\n\\nHuman:`/`\\n\\nAssistant:` strings."""
+  if path == REPO / "hh_jax" / "data" / "markers.py":
+    return
+  bound = [node.lineno for node in ast.walk(ast.parse(path.read_text()))
+           if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+           and node.value.value in ("\n\nHuman:", "\n\nAssistant:")]
+  assert bound == [], f"import HUMAN/ASSISTANT from hh_jax.data.markers (lines {bound})"

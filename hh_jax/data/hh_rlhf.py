@@ -23,11 +23,10 @@ import os
 import zlib
 from typing import Iterable, Sequence
 
+from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.data.pairs import Pair
 from hh_jax.errors import UserError
 
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 SPLITS = ("train", "test")
 DEFAULT_MAX_BAD_SHARE = 0.01

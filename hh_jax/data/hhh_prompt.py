@@ -9,10 +9,9 @@ as earlier examples of the same assistant.
 (see hh_jax.data.synthetic): the `test`/`tiny` rungs are trained on 128-token windows, and a
 teacher whose prompt pushes a dialogue past the positions it was trained on teaches noise.
 """
+from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.errors import UserError
 
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
 RULE = "\n\n-----"
 
 _PREAMBLE = (

@@ -38,11 +38,10 @@ import xml.etree.ElementTree as ET
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from hh_jax.data.hh_rlhf import MissingDataError
+from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.data.pairs import Pair
 from hh_jax.errors import UserError
 
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
 SOURCES = ("stackexchange", "reddit", "wikipedia")
 WIKI_FIELDS = ("title", "comment", "vandalized", "restored")
 VANDALISM_RE = re.compile(r"vandal|\brvv\b|\brv v\b", re.IGNORECASE)

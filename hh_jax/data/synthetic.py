@@ -32,11 +32,9 @@ import re
 from typing import Sequence
 from xml.sax import saxutils
 
+from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.data.pairs import Pair
 from hh_jax.errors import UserError
-
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
 
 
 @dataclasses.dataclass(frozen=True)

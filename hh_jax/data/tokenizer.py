@@ -17,10 +17,9 @@ from typing import Iterable, Sequence
 import jax
 import sentencepiece as spm
 
+from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.parallel import multihost
 
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
 EOC = "<eoc>"
 PAD_ID = 0
 UNK_ID = 1

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hh_jax.data import synthetic as world
+from hh_jax.data.markers import HUMAN
 from hh_jax.data.pairs import Pair
 
 MAX_CREDITED_DETAILS = 4
@@ -106,7 +107,7 @@ def label_pair(context: str, response_a: str, response_b: str, temperature: floa
   a_wins = bradley_terry(score(context, response_a), score(context, response_b), temperature,
                          rng)
   chosen, rejected = (response_a, response_b) if a_wins else (response_b, response_a)
-  return Pair(context, chosen, rejected, context.count(world.HUMAN), f"simulated-{scorer}")
+  return Pair(context, chosen, rejected, context.count(HUMAN), f"simulated-{scorer}")
 
 
 class GoldScorer:
