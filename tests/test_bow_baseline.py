@@ -1,7 +1,8 @@
 """The bag-of-words baseline learns what words can tell, and no more."""
 import numpy as np
 
-from hh_jax.data import bow_baseline, synthetic
+from hh_jax.data import synthetic
+from hh_jax.eval import bow_baseline
 from hh_jax.data.pairs import Pair
 
 
@@ -20,7 +21,7 @@ def test_synthetic_mixed_task_is_not_solved_by_words():
   model = bow_baseline.fit(train)
   acc = bow_baseline.accuracy(model, test)
   # Words alone help (refusals, hedges, detail counts) but context decides the rest;
-  # docs/data.md quotes the full-size numbers from `python -m hh_jax.data.bow_baseline`.
+  # docs/data.md quotes the full-size numbers from `python -m hh_jax.eval.bow_baseline`.
   assert 0.55 < acc < 0.75, acc
   assert np.isfinite(model.weights).all()
 

@@ -5,7 +5,7 @@ r(chosen) - r(rejected). Both replies share the context, so the context cancels 
 the difference and is not featurised: this baseline sees only which words a reply uses,
 never whether they fit the request. A PM that beats it is using order or context.
 
-  python -m hh_jax.data.bow_baseline [--hh_dir ../shared/data/hh-rlhf]
+  python -m hh_jax.eval.bow_baseline [--hh_dir ../shared/data/hh-rlhf]
 
 prints the accuracies quoted in docs/data.md as JSON.
 """
