@@ -192,7 +192,7 @@ def test_export_refuses_a_preference_model(root):
     hf.export(str(run), str(root / "pm_like_hf"))
 
 
-def test_pm_stage_starts_from_imported_gpt2(gpt2_dir, tokenizer, root, capsys):
+def test_pm_stage_starts_from_imported_gpt2(gpt2_dir, tokenizer, root):
   """The CLI imports; the PM stage takes the workdir as init.workdir and trains two steps."""
   workdir = str(root / "imported_cli")
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
@@ -210,9 +210,14 @@ def test_pm_stage_starts_from_imported_gpt2(gpt2_dir, tokenizer, root, capsys):
   c.init.workdir = workdir
   c.train.total_steps = 2
   c.train.eval_every = 2
-  main.run(c, str(root / "pm_from_gpt2"))
-  printed = capsys.readouterr().out
-  assert f"restored from {workdir}; fresh: scalar_head/bias, scalar_head/kernel" in printed
+  c.optim.learning_rate = 0.0  # two real steps that leave the params where they started
+  state = main.run(c, str(root / "pm_from_gpt2"))
+  _, lm_params, _ = params_lib.load_lm(workdir)
+  pm_params = jax.device_get(state.params)
+  assert set(pm_params) == set(lm_params) | {"scalar_head"}  # the trunk restored, a fresh head
+  jax.tree.map(np.testing.assert_array_equal, {k: pm_params[k] for k in lm_params},
+               jax.device_get(lm_params))
+  assert int(state.step) == 2
   with open(root / "pm_from_gpt2" / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
   assert any(np.isfinite(r.get("loss", np.nan)) for r in rows)
