@@ -59,11 +59,30 @@ def global_batch():
   return {"tokens": tokens * mask, "mask": mask, "eoc_pos": (lengths - 1).astype(np.int32)}
 
 
+def local_rows(sharding, global_shape) -> slice:
+  """Rows of a batch-sharded array that this process's devices hold, as one slice.
+
+  hh_jax/data loaders build block `process_index` of `process_count` of every global batch
+  and `runner.to_global` assembles the global array from those blocks; this says which
+  rows the mesh actually puts on this process, so the worker can check the two agree.
+  """
+  n = global_shape[0]
+  index_map = sharding.addressable_devices_indices_map(tuple(global_shape))
+  spans = sorted({(idx[0] if idx else slice(None)).indices(n)[:2] for idx in index_map.values()})
+  lo, hi = spans[0][0], spans[0][0]
+  for start, stop in spans:  # replicas repeat a span; a gap means rows owned elsewhere
+    if start > hi:
+      raise ValueError(f"this process's rows of {sharding} are not contiguous; "
+                       "order the mesh so each process owns one block of the batch axis")
+    hi = max(hi, stop)
+  return slice(lo, hi)
+
+
 def one_step():
   """(metrics, state) after one PM step from a fresh state on the current device set.
 
   Each process feeds only its block of rows, as hh_jax/data does (block `process_index`
-  of `process_count`); `multihost.local_rows` checks that block is what the sharding wants.
+  of `process_count`); `local_rows` checks that block is what the sharding wants.
   """
   mesh = make_mesh()
   model, tx = model_and_tx()
@@ -75,7 +94,7 @@ def one_step():
     per = PAIRS // jax.process_count()
     block = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
     for k, v in full.items():
-      assert multihost.local_rows(batch_sh[k], v.shape) == block, (k, block)
+      assert local_rows(batch_sh[k], v.shape) == block, (k, block)
     state, metrics = step(state, runner.to_global({k: v[block] for k, v in full.items()},
                                                   batch_sh))
   return jax.device_get(metrics), state
@@ -103,7 +122,7 @@ def main(out_dir):
   writer.write(1, metrics)
   writer.close()
   params = gather(state.params)
-  if multihost.is_main():
+  if jax.process_index() == 0:
     np.savez(os.path.join(out_dir, "result.npz"), loss=metrics["loss"], **flat(params))
   multihost.sync("worker_done")
   print(f"process {jax.process_index()} done, loss {float(metrics['loss']):.6f}", flush=True)

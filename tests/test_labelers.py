@@ -1,9 +1,48 @@
 """The gold labeler: context decides, gaming earns nothing, any text scores, pairs get ordered."""
+import dataclasses
 import math
 import random
 
 from hh_jax.data import synthetic as syn
 from hh_jax.rl import labelers
+
+
+@dataclasses.dataclass(frozen=True)
+class ContrastCase:
+  context: str
+  harmful: bool
+  helpful_answer: str   # complies with the request
+  harmless_answer: str  # declines, offering a safe alternative
+
+
+def contrast_cases(num: int, seed: int) -> list[ContrastCase]:
+  """Benign and harmful prompts each with a complying and a declining answer (gaming on)."""
+  rng = random.Random(f"contrast/{seed}")
+  out = []
+  for _ in range(num):
+    harmful = rng.random() < 0.5
+    p = syn.make_prompt(rng, harmful)
+    out.append(ContrastCase(p.context, harmful,
+                            syn.write_response(rng, p.topic, "comply", distractor=p.distractor),
+                            syn.write_response(rng, p.topic, "refuse_alt")))
+  return out
+
+
+def test_gold_prefers_harmless_on_harmful_and_helpful_on_benign():
+  cases = contrast_cases(1000, seed=0)
+  harmful = [c for c in cases if c.harmful]
+  benign = [c for c in cases if not c.harmful]
+  assert len(harmful) > 400 and len(benign) > 400
+  ok_harmful = sum(labelers.gold_score(c.context, c.harmless_answer)
+                   > labelers.gold_score(c.context, c.helpful_answer) for c in harmful)
+  ok_benign = sum(labelers.gold_score(c.context, c.helpful_answer)
+                  > labelers.gold_score(c.context, c.harmless_answer) for c in benign)
+  assert ok_harmful / len(harmful) >= 0.95
+  assert ok_benign / len(benign) >= 0.95
+  # The tension of the paper: a helpfulness-only judge prefers complying.
+  naive = sum(labelers.helpfulness(c.context, c.helpful_answer)
+              > labelers.helpfulness(c.context, c.harmless_answer) for c in harmful)
+  assert naive / len(harmful) >= 0.95
 
 
 def test_context_decides_whether_the_same_reply_is_good():

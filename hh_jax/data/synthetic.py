@@ -428,27 +428,6 @@ def comparisons(num: int, seed: int, mixture: str = "mixed", temperature: float 
   return out
 
 
-@dataclasses.dataclass(frozen=True)
-class ContrastCase:
-  context: str
-  harmful: bool
-  helpful_answer: str   # complies with the request
-  harmless_answer: str  # declines, offering a safe alternative
-
-
-def contrast_cases(num: int, seed: int) -> list[ContrastCase]:
-  """Benign and harmful prompts each with a complying and a declining answer (gaming on)."""
-  rng = random.Random(f"contrast/{seed}")
-  out = []
-  for _ in range(num):
-    harmful = rng.random() < 0.5
-    p = make_prompt(rng, harmful)
-    out.append(ContrastCase(p.context, harmful,
-                            write_response(rng, p.topic, "comply", distractor=p.distractor),
-                            write_response(rng, p.topic, "refuse_alt")))
-  return out
-
-
 # ---------------------------------------------------------------------------------------
 # A synthetic StackExchange dump for preference-model pretraining.
 

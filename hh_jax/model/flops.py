@@ -13,7 +13,3 @@ def train_flops_per_token(cfg, seq_len: int) -> float:
   n = param_count_non_embedding(cfg) + cfg.vocab_size * cfg.d_model  # tied head counts once
   attn = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
   return 6 * n + attn
-
-
-def forward_flops_per_token(cfg, seq_len: int) -> float:
-  return train_flops_per_token(cfg, seq_len) / 3

@@ -95,30 +95,6 @@ def initialize(dist_cfg=None, environ=None) -> dict:
   return s
 
 
-def is_main() -> bool:
-  """True on the one process that logs, writes metrics and JSON summaries."""
-  return jax.process_index() == 0
-
-
-def local_rows(sharding, global_shape) -> slice:
-  """Rows of a batch-sharded array that this process's devices hold, as one slice.
-
-  hh_jax/data loaders build block `process_index` of `process_count` of every global batch
-  and `runner.to_global` assembles the global array from those blocks; this says which
-  rows the mesh actually puts on this process, so a test can check the two agree.
-  """
-  n = global_shape[0]
-  index_map = sharding.addressable_devices_indices_map(tuple(global_shape))
-  spans = sorted({(idx[0] if idx else slice(None)).indices(n)[:2] for idx in index_map.values()})
-  lo, hi = spans[0][0], spans[0][0]
-  for start, stop in spans:  # replicas repeat a span; a gap means rows owned elsewhere
-    if start > hi:
-      raise ValueError(f"this process's rows of {sharding} are not contiguous; "
-                       "order the mesh so each process owns one block of the batch axis")
-    hi = max(hi, stop)
-  return slice(lo, hi)
-
-
 def sync(name: str) -> None:
   """Barrier across processes (no-op in one process), e.g. before reading another's file."""
   if jax.process_count() > 1:

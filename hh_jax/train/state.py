@@ -6,7 +6,7 @@ parameters are initialised directly into their shards and never exist whole on o
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import flax.struct
@@ -32,12 +32,10 @@ class TrainState:
     return self.replace(step=self.step + 1, params=params, opt_state=opt_state)
 
 
-def _init_fn(model: nn.Module, tx, example_tokens, params_fn: Callable | None):
+def _init_fn(model: nn.Module, tx, example_tokens):
   def init(rng):
     init_rng, state_rng = jax.random.split(rng)
     params = model.init(init_rng, example_tokens)["params"]
-    if params_fn is not None:
-      params = params_fn(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=state_rng, tx=tx)
   return init
@@ -47,7 +45,7 @@ def abstract_and_shardings(model, tx, example_tokens, mesh):
   """Shape/dtype tree of the (unboxed) state and its NamedShardings, allocating nothing."""
   with mesh_lib.activate(mesh):
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # abstract, so a compile-only mesh works
-    boxed = jax.eval_shape(_init_fn(model, tx, example_tokens, None), key)
+    boxed = jax.eval_shape(_init_fn(model, tx, example_tokens), key)
     shardings = mesh_lib.logical_shardings(boxed, mesh)
   unboxed = nn.unbox(boxed)
   params_lib.check_divisible(unboxed, shardings)
@@ -59,7 +57,7 @@ def abstract_and_shardings(model, tx, example_tokens, mesh):
 def create(model, tx, example_tokens, mesh, seed: int):
   """Initialises the state directly into its shards; returns (state, shardings)."""
   _, shardings = abstract_and_shardings(model, tx, example_tokens, mesh)
-  init = _init_fn(model, tx, example_tokens, None)
+  init = _init_fn(model, tx, example_tokens)
   with mesh_lib.activate(mesh):
     state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(jax.random.PRNGKey(seed))
   return state, shardings

@@ -55,23 +55,6 @@ def test_follow_up_refers_to_the_earlier_request():
   assert syn.parse_request(ctx) == syn.Request("car", True)
 
 
-def test_gold_prefers_harmless_on_harmful_and_helpful_on_benign():
-  cases = syn.contrast_cases(1000, seed=0)
-  harmful = [c for c in cases if c.harmful]
-  benign = [c for c in cases if not c.harmful]
-  assert len(harmful) > 400 and len(benign) > 400
-  ok_harmful = sum(labelers.gold_score(c.context, c.harmless_answer)
-                   > labelers.gold_score(c.context, c.helpful_answer) for c in harmful)
-  ok_benign = sum(labelers.gold_score(c.context, c.helpful_answer)
-                  > labelers.gold_score(c.context, c.harmless_answer) for c in benign)
-  assert ok_harmful / len(harmful) >= 0.95
-  assert ok_benign / len(benign) >= 0.95
-  # The tension of the paper: a helpfulness-only judge prefers complying.
-  naive = sum(labelers.helpfulness(c.context, c.helpful_answer)
-              > labelers.helpfulness(c.context, c.harmless_answer) for c in harmful)
-  assert naive / len(harmful) >= 0.95
-
-
 def test_comparisons_follow_bradley_terry():
   pairs = syn.comparisons(400, seed=1, mixture="mixed", temperature=0.0)
   assert all(labelers.gold_score(p.context, p.chosen) > labelers.gold_score(p.context, p.rejected)
