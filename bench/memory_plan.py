@@ -157,7 +157,7 @@ STEPS = {"lm": _lm_step, "pm": _pm_step}
 
 
 @contextlib.contextmanager
-def _no_persistent_cache():
+def no_persistent_cache():
   """Keeps compile-only TPU programs out of JAX's persistent cache (a test session may have
   one on): they cannot be loaded back without a TPU, so each read would only warn."""
   enabled = jax.config.jax_enable_compilation_cache
@@ -170,15 +170,18 @@ def _no_persistent_cache():
     compilation_cache.reset_cache()
 
 
-def compile_row(row: Row, devices=None) -> dict:
-  """Lowers and compiles `row`'s train step for its slice; returns per-device bytes."""
+def lower_row(row: Row, devices=None):
+  """`row`'s train step lowered for its slice: (lowered, stage config, abstract state, batch).
+
+  The devices are the slice's, so the program is lowered for TPU whatever this host is:
+  platform-dependent code (`transformer.matmul`) takes its TPU branch.
+  """
   c = _stage_config(row)
   runner.validate_model(c.model)
   devices = tpu_devices(row.topology) if devices is None else devices
   mesh = make_mesh(devices, row.mesh)
   model, step_fn, example_shape, batch, ndims = STEPS[row.step](c)
   tx = optimizer.make(c.optim, 10_000)
-  t0 = time.perf_counter()
   abstract, shardings = state_lib.abstract_and_shardings(
       model, tx, jnp.zeros(example_shape, jnp.int32), mesh)
   with mesh_lib.activate(mesh):
@@ -186,10 +189,18 @@ def compile_row(row: Row, devices=None) -> dict:
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh[k])
              for k, v in batch.items()}
     lowered = jitted.lower(abstract, batch)
+  return lowered, c, abstract, batch
+
+
+def compile_row(row: Row, devices=None) -> dict:
+  """Lowers and compiles `row`'s train step for its slice; returns per-device bytes."""
+  devices = tpu_devices(row.topology) if devices is None else devices
+  t0 = time.perf_counter()
+  lowered, c, abstract, batch = lower_row(row, devices)
   t1 = time.perf_counter()
   arg_bytes = _shard_bytes(abstract) + _shard_bytes(batch)
   try:
-    with _no_persistent_cache():
+    with no_persistent_cache():
       ma = lowered.compile().memory_analysis()
     # The state is donated, so outputs alias arguments: live peak = args + outputs - aliased
     # + temporaries (+ the program itself).

@@ -136,6 +136,27 @@ def test_matmul_gradients_equal_plain_dot(rows, d_in, d_out, transpose_w):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_cpu_gemm_path_is_chosen_by_lowering_platform():
+  # The hand-written backward pass (hh_jax/model/cpu_gemm.py, which always puts an
+  # optimization barrier on the LM head's weight gradient) is in a program lowered for CPU
+  # and absent from one lowered for TPU or GPU, from this same CPU host, through grad,
+  # nn.scan and nn.remat. tests/test_tpu_aot.py compiles the real steps for a v5p slice.
+  model, _ = _model(remat_policy="full")
+  tokens = jnp.zeros((2, 8), jnp.int32)
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens)["params"]
+
+  def loss(p):
+    out = model.apply({"params": p}, tokens)
+    return out["logits"].sum() + out["scalar"].sum()
+
+  traced = jax.jit(jax.grad(loss)).trace(params)
+  text = {p: traced.lower(lowering_platforms=(p,)).as_text() for p in ("cpu", "tpu", "cuda")}
+  assert "optimization_barrier" in text["cpu"]
+  for platform in ("tpu", "cuda"):
+    assert "optimization_barrier" not in text[platform], platform
+    assert "dot_general" in text[platform]
+
+
 @pytest.mark.parametrize("rows,d_in,d_out", [(64, 16, 48), (64, 48, 16)])
 def test_weight_gradient_transposes_read_one_buffer(rows, d_in, d_out):
   # The operand a weight gradient transposes must reach the transpose as one buffer: when
