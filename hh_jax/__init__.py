@@ -1,4 +1,5 @@
-"""hh_jax: the HH-RLHF recipe (Bai et al. 2022) in JAX/Flax, from LM pretraining to RLHF."""
-from hh_jax import host_malloc as _host_malloc
+"""hh_jax: the HH-RLHF recipe (Bai et al. 2022) in JAX/Flax, from LM pretraining to RLHF.
 
-_host_malloc.tune()  # before XLA's first allocation; see host_malloc for why
+Importing it changes nothing in the process: the CPU allocator settings are applied by
+the CPU entry points only (`hh_jax.host_malloc.ensure`).
+"""

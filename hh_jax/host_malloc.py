@@ -1,4 +1,4 @@
-"""Keeps XLA:CPU's per-step scratch memory mapped between steps (glibc hosts).
+"""Keeps XLA:CPU's per-step scratch memory mapped between steps (glibc CPU hosts only).
 
 XLA:CPU allocates each execution's temporary buffer (about 1 GB for a 13M-parameter train
 step at batch 8 × 256) with `posix_memalign` from a worker thread. glibc serves a request
@@ -9,25 +9,52 @@ With one arena, mmap off and trimming deferred, the second step reuses the first
 pages and faults zero times.
 
 glibc fixes a thread's arena when the thread first allocates, so the settings only hold
-for certain when they are in the environment before the process starts: the entry points
-(`python -m hh_jax.main`, the benches) re-exec themselves once with them (`ensure`).
-`import hh_jax` also applies them with `mallopt`, which covers threads that allocate
-later (a notebook). Set HH_JAX_HOST_MALLOC=0 to leave the allocator alone.
+for certain when they are in the environment before the process starts: the CPU entry
+points (`python -m hh_jax.main`, the benches through `bench/harness.py`) call `ensure()`,
+which re-execs the process once with them in GLIBC_TUNABLES. Nothing happens on
+`import hh_jax` (a notebook or a library user keeps its allocator; to get the settings
+there, start it with GLIBC_TUNABLES set to `TUNABLES`).
+
+Only CPU runs: `ensure()` does nothing when the run will use an accelerator, decided
+before any JAX backend starts (`cpu_run`): JAX_PLATFORMS when it is set, else no TPU
+(/dev/accel*, /dev/vfio/<group>) or GPU (/dev/nvidia<N>, /dev/kfd) device files. Whether
+libtpu is installed says nothing (CI installs it on CPU machines to compile for TPU). TPU
+VMs keep glibc's defaults: nobody has measured these settings, or MaxText's tcmalloc, on
+one, and a TPU step's temporaries live in HBM, not in host malloc. Set HH_JAX_HOST_MALLOC=0 to
+leave the allocator alone on a CPU host too.
 """
-import ctypes
-import ctypes.util
+from __future__ import annotations
+
+import glob
 import os
 import platform
 import sys
 
 TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
             "glibc.malloc.trim_threshold=68719476736")
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+# Device files of attached accelerators: TPU v4/v5p (accel), v5e/v6e (a vfio group), NVIDIA
+# GPUs (nvidia0, ...), AMD GPUs (kfd). /dev/nvidiactl or /dev/vfio/vfio alone is no device.
+ACCELERATOR_DEVICE_FILES = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*", "/dev/kfd")
 
 
 def _applies() -> bool:
   return (os.environ.get("HH_JAX_HOST_MALLOC", "1") != "0" and sys.platform.startswith("linux")
           and platform.libc_ver()[0] == "glibc")
+
+
+def cpu_run(env=None) -> bool:
+  """Whether a JAX process started with `env` (default os.environ) will compute on CPU.
+
+  Cheap and backend-free, so it can run before the re-exec: JAX_PLATFORMS names the
+  platforms in priority order when set; otherwise JAX takes an attached accelerator, whose
+  device files are then present.
+  """
+  env = os.environ if env is None else env
+  platforms = env.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  return not any(glob.glob(pattern) for pattern in ACCELERATOR_DEVICE_FILES)
 
 
 def env_with_tunables(env=None) -> dict:
@@ -48,19 +75,13 @@ def env_without_tunables(env=None) -> dict:
 
 
 def ensure() -> None:
-  """Re-executes this process once with the settings in its environment (entry points only)."""
+  """Re-executes this process once with the settings in its environment, on a CPU run.
+
+  For entry points only, before jax is imported; a no-op off glibc, with
+  HH_JAX_HOST_MALLOC=0, or when the run will use an accelerator (`cpu_run`).
+  """
+  if not cpu_run():
+    return
   env = env_with_tunables()
   if env.get("GLIBC_TUNABLES") != os.environ.get("GLIBC_TUNABLES"):
     os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
-
-
-def tune() -> bool:
-  """mallopt the same settings now; returns whether that took (False off glibc)."""
-  if not _applies():
-    return False
-  try:
-    mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-  except (OSError, AttributeError):
-    return False
-  return bool(mallopt(_M_ARENA_MAX, 1) and mallopt(_M_MMAP_MAX, 0)
-              and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

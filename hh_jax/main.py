@@ -90,5 +90,5 @@ def _one_line(e: Exception) -> str:
 
 if __name__ == "__main__":
   from hh_jax import host_malloc
-  host_malloc.ensure()  # re-exec once with the allocator settings (see host_malloc)
+  host_malloc.ensure()  # a CPU run re-execs once with the allocator settings (see host_malloc)
   main()
