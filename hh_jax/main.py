@@ -22,6 +22,7 @@ STAGES = {
     "pm_eval": "hh_jax.eval.pm_eval",
     "distill": "hh_jax.train.distill",
     "rs": "hh_jax.rl.rejection_sampling",
+    "ppo": "hh_jax.rl.ppo_stage",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/lm.py:size=tiny")

@@ -1,0 +1,368 @@
+"""The PPO stage: a policy trained against a frozen PM with a KL penalty to where it started.
+
+`python -m hh_jax.main --config=configs/ppo.py:init=POLICY_RUN,pm=PM_RUN --workdir=DIR`
+
+Each iteration is two compiled programs: the rollout (sampling, then the policy,
+reference, value and PM forwards: `hh_jax.rl.rollout`) and the update (rewards, GAE,
+epochs × minibatches of clipped PPO: `hh_jax.train.ppo`). The policy is checkpointed at
+`state.params` exactly as an LM run stores it, and config.json carries its model, so
+`load_lm`, chat, rejection sampling and the next online iteration read a PPO workdir as
+they read an LM one. The value params, both optimizer states, the KL controller, the RNG
+and the prompt position are in the same checkpoint: a rerun resumes where it stopped and
+draws the same samples an uninterrupted run would have.
+
+At the end, `ppo_eval.json` compares the initial and final policies on fresh prompts
+(a seed never trained on) and `hh_jax.eval.kl_reward` draws the paper's plots.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hh_jax import checkpoint as ckpt_lib
+from hh_jax import metrics as metrics_lib
+from hh_jax.data import tokenizer as tok_lib
+from hh_jax.errors import UserError
+from hh_jax.model import params as params_lib
+from hh_jax.model import sampling, transformer
+from hh_jax.parallel import mesh as mesh_lib
+from hh_jax.rl import labelers
+from hh_jax.rl import prompts as prompts_lib
+from hh_jax.rl import rollout as rollout_lib
+from hh_jax.train import optimizer as optim_lib
+from hh_jax.train import ppo
+from hh_jax.train import runner
+from hh_jax.train import state as state_lib
+
+VALUE_KINDS = ("pm", "shared")
+BATCH_KEYS = ("tokens", "mask", "response", "response_mask", "logp", "ref_logp", "values",
+              "scores", "entropy")
+
+
+def _with_heads(cfg, heads) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict(dict(cfg))
+  c.heads = tuple(heads)
+  return c
+
+
+def _read_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
+class PM:
+  """A PM run as PPO needs it: model config, params, normalization, tokenizer bytes."""
+
+  def __init__(self, workdir: str, mesh, role: str = "pm.workdir"):
+    self.workdir = os.path.abspath(workdir)
+    config = ckpt_lib.read_run_config(self.workdir, f"point --config.{role} at a PM run")
+    if config.get("stage") not in ("pm", "pmp"):
+      raise UserError(f"{self.workdir} is a {config.get('stage')!r} run, not a PM; "
+                      f"point --config.{role} at a pm workdir")
+    stats_path = os.path.join(self.workdir, ckpt_lib.REWARD_STATS_FILE)
+    if not os.path.exists(stats_path):
+      raise UserError(f"{self.workdir} has no {ckpt_lib.REWARD_STATS_FILE} (written when the "
+                      "PM stage finishes); finish that run, or point the config at a finished PM")
+    with open(stats_path) as f:
+      self.stats = json.load(f)
+    self.cfg = _with_heads(config["model"], ("scalar",))
+    self.seq_len = int(config["data"]["seq_len"])
+    self.model = transformer.Transformer(self.cfg)
+    self.params, missing = params_lib.restore_run_params(self.model, self.workdir, mesh)
+    if missing:
+      raise UserError(f"{self.workdir} checkpoint lacks {', '.join(missing)}; it is not a PM")
+    tok_path = os.path.join(self.workdir, tok_lib.FILENAME)
+    if not os.path.exists(tok_path):
+      raise UserError(f"{self.workdir} has no {tok_lib.FILENAME}; point the config at a PM run")
+    self.tokenizer_bytes = _read_bytes(tok_path)
+
+
+def validate(config) -> None:
+  if not config.init.workdir:
+    raise UserError("PPO starts from a policy: pass --config.init.workdir=DIR (an LM, distill "
+                    "or PPO run), or configs/ppo.py:init=DIR")
+  if not config.pm.workdir:
+    raise UserError("PPO needs a preference model: pass --config.pm.workdir=PM_RUN "
+                    "(or configs/ppo.py:pm=DIR)")
+  p = config.ppo
+  if p.value not in VALUE_KINDS:
+    raise UserError(f"ppo.value={p.value!r}; use one of {', '.join(VALUE_KINDS)}")
+  if p.batch_size % p.num_minibatches:
+    raise UserError(f"ppo.batch_size={p.batch_size} does not split into ppo.num_minibatches="
+                    f"{p.num_minibatches}; use a divisor")
+  if p.epochs < 1 or p.num_minibatches < 1:
+    raise UserError("ppo.epochs and ppo.num_minibatches must be at least 1")
+  if not 0 < p.clip < 1 or p.value_clip <= 0:
+    raise UserError(f"ppo.clip={p.clip} must be in (0, 1) and ppo.value_clip > 0")
+  if p.kl_coef < 0:
+    raise UserError(f"ppo.kl_coef={p.kl_coef} must be >= 0 (0.001 in the paper)")
+  if p.kl_target < 0 or p.kl_horizon <= 0:
+    raise UserError("ppo.kl_target must be >= 0 (0: fixed coefficient) and ppo.kl_horizon > 0")
+  if config.sampling.max_new_tokens < 1 or config.prompts.prompt_len < 1:
+    raise UserError("sampling.max_new_tokens and prompts.prompt_len must be positive")
+
+
+def check_same_tokenizer(policy_dir: str, pm: PM) -> None:
+  """Token-space rewards need one vocabulary: the two tokenizer files must be identical."""
+  mine = _read_bytes(os.path.join(policy_dir, tok_lib.FILENAME))
+  if mine != pm.tokenizer_bytes:
+    raise UserError(f"the policy ({policy_dir}) and the PM ({pm.workdir}) use different "
+                    "tokenizers; train the PM from the policy's LM (or its tokenizer) so ids match")
+
+
+def state_shardings(policy_model, value_model, tx, value_tx, example, mesh):
+  """(abstract PPOState, its shardings): both models' params and optimizer states sharded
+  by the logical-axis rules, the scalars replicated."""
+  pol, pol_sh = state_lib.abstract_and_shardings(policy_model, tx, example, mesh)
+  if value_model is not None:
+    val, val_sh = state_lib.abstract_and_shardings(value_model, value_tx, example, mesh)
+    vp, vo, vps, vos = val.params, val.opt_state, val_sh.params, val_sh.opt_state
+  else:
+    vp, vo, vps, vos = {}, {}, {}, {}
+  rep = mesh_lib.replicated(mesh)
+  scalar = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=rep)  # noqa: E731
+  abstract = ppo.PPOState(step=scalar((), jnp.int32), params=pol.params, opt_state=pol.opt_state,
+                          value_params=vp, value_opt_state=vo, kl_coef=scalar((), jnp.float32),
+                          rng=scalar((2,), jnp.uint32), tx=tx, value_tx=value_tx)
+  shardings = ppo.PPOState(step=rep, params=pol_sh.params, opt_state=pol_sh.opt_state,
+                           value_params=vps, value_opt_state=vos, kl_coef=rep, rng=rep, tx=tx,
+                           value_tx=value_tx)
+  return abstract, shardings
+
+
+class Setup:
+  """Models, params, compiled programs and prompts of one PPO run (shared by the loop and eval)."""
+
+  def __init__(self, config, workdir: str):
+    self.config = config
+    self.mesh = mesh_lib.make_mesh(config.mesh)
+    div = mesh_lib.batch_size_divisor(self.mesh)
+    if config.ppo.batch_size % div or (config.ppo.batch_size // config.ppo.num_minibatches) % div:
+      raise UserError(f"ppo.batch_size={config.ppo.batch_size} (and each of its "
+                      f"{config.ppo.num_minibatches} minibatches) must divide over the mesh's "
+                      f"{div} data shards; use a multiple of {div * config.ppo.num_minibatches}")
+    init_dir = os.path.abspath(config.init.workdir)
+    lm_cfg, self.ref_params, self.tok = params_lib.load_lm(init_dir, self.mesh)
+    self.pm = PM(config.pm.workdir, self.mesh)
+    check_same_tokenizer(init_dir, self.pm)
+    self.test_pm = PM(config.pm.test_workdir, self.mesh, "pm.test_workdir") if (
+        config.pm.test_workdir) else None
+    if self.test_pm is not None:
+      check_same_tokenizer(init_dir, self.test_pm)
+    self.P, self.T = int(config.prompts.prompt_len), int(config.sampling.max_new_tokens)
+    total = self.P + self.T
+    for name, cfg in (("policy", lm_cfg), ("PM", self.pm.cfg)):
+      if cfg.pos_embedding == "learned" and total + (name == "PM") > cfg.max_len:
+        raise UserError(f"prompts.prompt_len + sampling.max_new_tokens = {total} exceeds the "
+                        f"{name}'s model.max_len={cfg.max_len}; lower one of them")
+    shared = config.ppo.value == "shared"
+    self.policy_cfg = _with_heads(lm_cfg, ("lm", "scalar") if shared else ("lm",))
+    policy = transformer.Transformer(self.policy_cfg)
+    value = None if shared else self.pm.model
+    self.models = rollout_lib.Models(policy=policy, ref=transformer.Transformer(lm_cfg),
+                                     value=value, pm=self.pm.model)
+    stops = sampling.stop_ids_for(self.tok)
+    self.scoring = rollout_lib.Scoring(
+        eoc_id=self.tok.eoc_id, stop_ids=stops, mean=float(self.pm.stats["mean"]),
+        std=float(self.pm.stats["std"]), no_stop_penalty=float(config.ppo.no_stop_penalty),
+        pm_seq_len=self.pm.seq_len)
+    self.settings = sampling.Settings(max_new_tokens=self.T, temperature=1.0, stop_ids=stops,
+                                      pad_id=self.tok.pad_id)
+    iters = int(config.train.total_steps)
+    updates = iters * config.ppo.epochs * config.ppo.num_minibatches
+    self.tx = optim_lib.make(config.optim, updates)
+    self.value_tx = None if shared else optim_lib.make(config.value_optim, updates)
+    example = jnp.zeros((div, 8), jnp.int32)
+    self.abstract, self.shardings = state_shardings(policy, value, self.tx, self.value_tx,
+                                                    example, self.mesh)
+    self.rows = mesh_lib.batch_sharding(self.mesh, 2)
+    self._rollouts = {}
+    batch_sh = {k: mesh_lib.batch_sharding(self.mesh, 1 if k == "scores" else 2)
+                for k in BATCH_KEYS}
+    self.update = jax.jit(ppo.make_update(policy, value, config.ppo),
+                          in_shardings=(self.shardings, batch_sh),
+                          out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)),
+                          donate_argnums=(0,))
+    self._cache = None
+
+  def init_state(self):
+    """Policy = the init run's params (plus a fresh scalar head when shared); value = the PM."""
+    c = self.config
+    params = self.ref_params
+    if c.ppo.value == "shared":
+      fresh = nn.unbox(self.models.policy.init(jax.random.PRNGKey(c.seed),
+                                               jnp.zeros((1, 8), jnp.int32))["params"])
+      params = {**params, "scalar_head": fresh["scalar_head"]}
+    value_params = {} if c.ppo.value == "shared" else self.pm.params
+    make = lambda p, v: ppo.init_state(p, v, self.tx, self.value_tx,  # noqa: E731
+                                       c.ppo.kl_coef, c.seed)
+    with mesh_lib.activate(self.mesh):
+      # Copies, not aliases: the update donates the state, the reference and PM stay.
+      return jax.jit(make, out_shardings=self.shardings)(
+          jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, value_params))
+
+  def rollout_fn(self, with_test_pm: bool = False):
+    key = bool(with_test_pm)
+    if key not in self._rollouts:
+      fn = rollout_lib.make_rollout(self.models, self.scoring, self.settings)
+      self._rollouts[key] = jax.jit(fn, donate_argnums=(6,))
+    return self._rollouts[key]
+
+  def run_rollout(self, params, value_params, prompt_ids, key):
+    """Rollout of the policy `params` on token-id prompts; numpy-free device outputs."""
+    c = self.config
+    tokens, mask = sampling.left_pad(prompt_ids, self.P, len(prompt_ids), self.tok.pad_id)
+    with mesh_lib.activate(self.mesh):
+      if self._cache is None:
+        self._cache = transformer.init_cache(self.models.sample.cfg, len(prompt_ids),
+                                             self.P + self.T)
+      out, self._cache = self.rollout_fn()(
+          params, self.ref_params, value_params, self.pm.params,
+          jax.device_put(tokens, self.rows), jax.device_put(mask, self.rows), self._cache, key)
+      if self.test_pm is not None:
+        out["test_scores"] = self.test_score(out)
+    del c
+    return out
+
+  def test_score(self, out):
+    if not hasattr(self, "_test_fn"):
+      scoring = rollout_lib.Scoring(**{**self.scoring.__dict__,
+                                       "mean": float(self.test_pm.stats["mean"]),
+                                       "std": float(self.test_pm.stats["std"]),
+                                       "pm_seq_len": self.test_pm.seq_len})
+      model = self.test_pm.model
+
+      def fn(params, tokens, mask, response_mask):
+        prompt, response = tokens[:, :self.P], tokens[:, self.P:]
+        return rollout_lib.pm_scores(model, params, prompt, mask[:, :self.P], response,
+                                     response_mask, scoring)[0]
+
+      self._test_fn = jax.jit(fn)
+    return self._test_fn(self.test_pm.params, out["tokens"], out["mask"], out["response_mask"])
+
+  def texts(self, out) -> list[str]:
+    host = jax.device_get({"tokens": out["response"], "lengths": out["lengths"]})
+    return sampling.decode_samples(self.tok, host)
+
+
+def gold_scores(contexts, responses) -> np.ndarray:
+  return np.asarray([labelers.gold_score(c, r) for c, r in zip(contexts, responses)],
+                    np.float32)
+
+
+def build_prompts(config, tok, sampler_fn=None) -> tuple[list[str], list[list[int]]]:
+  texts = prompts_lib.contexts(config.prompts)
+  ids = [tok.encode(t) for t in texts]
+  return texts, ids
+
+
+def write_samples(workdir, writer, step, contexts, responses, scores, gold, n):
+  """A table of sample responses: appended to samples.jsonl and shown in TensorBoard."""
+  if jax.process_index() != 0:
+    return
+  rows = []
+  for i in range(min(n, len(responses))):
+    row = {"step": int(step), "context": contexts[i][-300:], "response": responses[i],
+           "score": float(scores[i])}
+    if gold is not None:
+      row["gold"] = float(gold[i])
+    rows.append(row)
+  with open(os.path.join(workdir, "samples.jsonl"), "a") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+  if writer._tb is not None:  # pylint: disable=protected-access
+    md = "| score | gold | context (end) | response |\n|---|---|---|---|\n" + "\n".join(
+        f"| {r['score']:.3f} | {r.get('gold', float('nan')):.3f} | "
+        f"{r['context'][-80:]!r} | {r['response'][:200]!r} |" for r in rows)
+    writer._tb.add_text("samples", md, int(step))  # pylint: disable=protected-access
+
+
+def iteration_metrics(out, contexts, setup, is_synthetic) -> dict:
+  """Host-side metrics of one rollout: gold on the synthetic task, stop rate, logp gap."""
+  host = jax.device_get({k: out[k] for k in ("stopped", "logp", "sampler_logp",
+                                               "response_mask", "pm_raw")})
+  m = host["response_mask"].astype(bool)
+  row = {"objective/stop_rate": float(np.mean(host["stopped"])),
+         "rollout/sampler_logp_gap": float(np.max(np.abs(host["logp"] - host["sampler_logp"])[m],
+                                                  initial=0.0)),
+         "objective/pm_raw": float(np.mean(host["pm_raw"]))}
+  texts = setup.texts(out)
+  gold = gold_scores(contexts, texts) if is_synthetic else None
+  if gold is not None:
+    row["objective/gold"] = float(np.mean(gold))
+  if "test_scores" in out:
+    row["objective/test_pm_scores"] = float(np.mean(jax.device_get(out["test_scores"])))
+  return row, texts, gold
+
+
+def run(config, workdir: str):
+  """The PPO stage; returns (final state, eval dict). Rerun on the same workdir to resume."""
+  validate(config)
+  workdir = runner.prepare_workdir(workdir)
+  setup = Setup(config, workdir)
+  with config.unlocked():
+    config.model = setup.policy_cfg  # the policy's model: what load_lm reads back
+  runner.write_config(config, workdir)
+  if jax.process_index() == 0:
+    setup.tok.save(os.path.join(workdir, tok_lib.FILENAME))
+
+  is_synthetic = config.prompts.source == "synthetic"
+  contexts, ids = build_prompts(config, setup.tok)
+  batches = prompts_lib.PromptBatches(ids, config.ppo.batch_size, config.prompts.seed)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       config.train.keep_checkpoints, config.train.ckpt_every,
+                                       config.train.async_checkpointing)
+  if checkpointer.latest_step() is not None:
+    state, data_state = checkpointer.restore(setup.abstract)
+    batches.set_state(data_state)
+  else:
+    state = setup.init_state()
+  writer = metrics_lib.MetricWriter(workdir)
+  total = int(config.train.total_steps)
+  stop_at = int(config.train.get("stop_at_step", 0))
+  start = int(jax.device_get(state.step))
+  last = min(total, stop_at) if stop_at else total
+  progress = metrics_lib.Progress(start, total, "ppo")
+  for it in range(start + 1, last + 1):
+    t0 = time.perf_counter()
+    rows, prompt_ids = next(batches)
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, it), 0)
+    out = setup.run_rollout(state.params, state.value_params, prompt_ids, key)
+    jax.block_until_ready(out["scores"])
+    t1 = time.perf_counter()
+    batch = {k: out[k] for k in BATCH_KEYS}
+    with mesh_lib.activate(setup.mesh):
+      state, metrics = setup.update(state, batch)
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    t2 = time.perf_counter()
+    ctx = [contexts[i] for i in rows]
+    host_row, texts, gold = iteration_metrics(out, ctx, setup, is_synthetic)
+    row = {**metrics, **host_row, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
+    writer.write(it, row)
+    progress.update(1, score=row["objective/scores"], kl=row["objective/kl"])
+    if config.train.sample_every and (it % config.train.sample_every == 0 or it == 1):
+      write_samples(workdir, writer, it, ctx, texts, jax.device_get(out["scores"]), gold,
+                    config.train.num_samples_shown)
+    if checkpointer.should_save(it, last):
+      checkpointer.save(it, state, batches.get_state())
+  progress.close()
+  checkpointer.wait()
+  result = None
+  if int(jax.device_get(state.step)) >= total:
+    from hh_jax.eval import kl_reward  # pylint: disable=g-import-not-at-top
+    result = kl_reward.final_eval(setup, state, workdir, is_synthetic)
+    runner.save_json(workdir, "ppo_eval.json", result)
+    print(json.dumps(result), flush=True)
+  checkpointer.close()
+  writer.close()
+  return state, result
+
+
+__all__ = ["run", "Setup", "PM", "state_shardings", "check_same_tokenizer"]

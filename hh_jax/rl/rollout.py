@@ -1,0 +1,157 @@
+"""PPO rollouts: sample, then every forward pass the update needs, in one compiled program.
+
+A rollout takes a batch of left-padded prompts and returns what `hh_jax.train.ppo`'s
+update consumes: the sampled responses, the policy's and the reference's log-probs of
+them, the value model's values, and the PM's score, all computed from token ids. The PM
+reads `[prompt | response | EOC]` built from the rollout's own ids (the stop token that
+ended a reply is where EOC goes, as the text scorer's `context + reply + EOC` has it), so
+there is no decode/re-encode round trip; that needs the PM and the policy to share one
+tokenizer, which the stage checks. A reply that never stopped gets a fixed score instead
+of the PM's (the "EOS trick"): otherwise rambling to the length limit is safe.
+
+The old log-probs are recomputed by the same forward the loss uses, at temperature 1 with
+no filter: the distribution actually sampled, so the first ratio of an update is 1. The
+sampler's own log-probs come back too (`sampler_logp`); their gap to the recomputed ones
+is a check that sampling and training agree.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from hh_jax.model import sampling, transformer
+from hh_jax.train import ppo
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+  """How the PM's raw score becomes the reward (hashable: part of the compiled program)."""
+  eoc_id: int
+  stop_ids: tuple[int, ...]
+  mean: float
+  std: float
+  no_stop_penalty: float
+  pm_seq_len: int  # the PM reads at most this many tokens (its training length), ending at EOC
+
+
+def pm_inputs(prompt, prompt_mask, response, response_mask, scoring: Scoring):
+  """Tokens/mask [batch, P + T + 1], eoc_pos [batch] and stopped [batch] for the PM.
+
+  The reply's content is its tokens less the stop token that ended it; EOC follows the
+  content. When prompt + content + EOC exceed `pm_seq_len`, the earliest tokens are masked
+  out (positions come from the mask, so that is the same as dropping them, which is what
+  the text scorer's truncation does).
+  """
+  b, p = prompt.shape
+  t = response.shape[1]
+  lengths = jnp.sum(response_mask, -1).astype(jnp.int32)  # [batch]
+  last = jnp.take_along_axis(response, jnp.maximum(lengths - 1, 0)[:, None], 1)[:, 0]
+  stopped = (lengths > 0) & jnp.isin(last, jnp.asarray(scoring.stop_ids, jnp.int32))
+  content = lengths - stopped.astype(jnp.int32)  # [batch]
+  pad = jnp.zeros((b, 1), jnp.int32)
+  tokens = jnp.concatenate([prompt, response, pad], 1)  # [batch, P + T + 1]
+  slot = jnp.arange(t + 1)[None, :]  # [1, T + 1]
+  eoc_pos = p + content  # [batch]
+  pos = jnp.arange(p + t + 1)[None, :]
+  tokens = jnp.where(pos == eoc_pos[:, None], scoring.eoc_id, tokens)
+  mask = jnp.concatenate([prompt_mask.astype(jnp.int32),
+                          (slot <= content[:, None]).astype(jnp.int32)], 1)
+  excess = jnp.maximum(jnp.sum(mask, -1) - scoring.pm_seq_len, 0)  # [batch]
+  rank = jnp.cumsum(mask, -1)  # 1-based rank of each real token
+  mask = mask * (rank > excess[:, None])
+  return tokens, mask, eoc_pos, stopped
+
+
+def pm_scores(pm_model, pm_params, prompt, prompt_mask, response, response_mask,
+              scoring: Scoring):
+  """(normalized reward [batch], raw PM score [batch], stopped [batch])."""
+  tokens, mask, eoc_pos, stopped = pm_inputs(prompt, prompt_mask, response, response_mask,
+                                             scoring)
+  scalar = pm_model.apply({"params": pm_params}, tokens, mask)["scalar"]  # [batch, P + T + 1]
+  raw = jnp.take_along_axis(scalar, eoc_pos[:, None], 1)[:, 0]
+  norm = (raw - scoring.mean) / scoring.std
+  return jnp.where(stopped, norm, scoring.no_stop_penalty), raw, stopped
+
+
+def lm_params(params):
+  """The params the LM head reads: a shared-trunk policy's scalar head left out."""
+  return {k: v for k, v in params.items() if k != "scalar_head"}
+
+
+def evaluate(*, policy_model, ref_model, value_model, pm_model, scoring: Scoring, params,
+             ref_params, value_params, pm_params, prompt, prompt_mask, response, response_mask):
+  """Every forward of a rollout on given responses (what `rollout` runs after sampling)."""
+  t = response.shape[1]
+  tokens = jnp.concatenate([prompt, response], 1)  # [batch, P + T]
+  mask = jnp.concatenate([prompt_mask, response_mask], 1).astype(jnp.int32)
+  logits, shared_values = ppo.response_logits(policy_model, params, tokens, mask, t)
+  logp = ppo.token_logp(logits, response)  # [batch, T]
+  ref_logits, _ = ppo.response_logits(ref_model, ref_params, tokens, mask, t)
+  ref_logp = ppo.token_logp(ref_logits, response)
+  if value_model is None:
+    values = shared_values
+  else:
+    _, values = ppo.response_logits(value_model, value_params, tokens, mask, t)
+  scores, raw, stopped = pm_scores(pm_model, pm_params, prompt, prompt_mask, response,
+                                   response_mask, scoring)
+  m = response_mask.astype(jnp.float32)
+  return {"tokens": tokens, "mask": mask, "response": response,
+          "response_mask": response_mask.astype(jnp.int32),
+          "logp": logp * m, "ref_logp": ref_logp * m, "values": values * m,
+          "entropy": ppo.entropy(logits) * m, "scores": scores, "pm_raw": raw,
+          "stopped": stopped}
+
+
+def rollout(params, ref_params, value_params, pm_params, prompt, prompt_mask, cache, key, *,
+            sample_model, settings: sampling.Settings, **models):
+  """Sample responses [batch, T] to left-padded prompts [batch, P], then `evaluate` them.
+
+  cache: an empty KV cache for P + T tokens (donated; it comes back for the next call).
+  Returns (batch for `ppo.make_update`'s update, plus sampler_logp, lengths; cache).
+  """
+  samples, cache = sampling.sample(sample_model, lm_params(params), prompt, prompt_mask, cache,
+                                   key, settings)
+  out = evaluate(params=params, ref_params=ref_params, value_params=value_params,
+                 pm_params=pm_params, prompt=prompt, prompt_mask=prompt_mask,
+                 response=samples["tokens"], response_mask=samples["mask"], **models)
+  out["sampler_logp"] = samples["logprobs"]
+  out["lengths"] = samples["lengths"]
+  return out, cache
+
+
+@dataclasses.dataclass
+class Models:
+  """The four networks of PPO; value None when the value head shares the policy trunk."""
+  policy: Any
+  ref: Any
+  value: Any
+  pm: Any
+
+  @property
+  def sample(self):
+    cfg = self.policy.cfg
+    if tuple(cfg.heads) == ("lm",):
+      return self.policy
+    return transformer.Transformer(_with_heads(cfg, ("lm",)))
+
+
+def _with_heads(cfg, heads):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict(dict(cfg))
+  c.heads = heads
+  return c
+
+
+def make_rollout(models: Models, scoring: Scoring, settings: sampling.Settings):
+  """The rollout as a function of (params..., prompt, prompt_mask, cache, key), for jit."""
+  return functools.partial(rollout, sample_model=models.sample, settings=settings,
+                           policy_model=models.policy, ref_model=models.ref,
+                           value_model=models.value, pm_model=models.pm, scoring=scoring)
+
+
+__all__ = ["Scoring", "Models", "pm_inputs", "pm_scores", "evaluate", "rollout",
+           "make_rollout", "lm_params"]

@@ -1,0 +1,423 @@
+"""PPO: GAE against a plain loop, KL estimators, the first update's ratio through the real
+rollout, sharded vs one-device updates, token-space reward vs the text scorer, and the
+stage end to end (load_lm and chat read its workdir; SIGKILL and rerun changes nothing)."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from configs import lm as lm_config
+from configs import models
+from configs import pm as pm_config
+from configs import ppo as ppo_config
+from hh_jax import chat, main
+from hh_jax.errors import UserError
+from hh_jax.model import params as params_lib
+from hh_jax.model import sampling, transformer
+from hh_jax.parallel import mesh as mesh_lib
+from hh_jax.rl import ppo_stage, reward
+from hh_jax.rl import rollout as rollout_lib
+from hh_jax.train import ppo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _gae_loop(rewards, values, mask, gamma, lam):
+  """GAE written the slow obvious way, one response at a time."""
+  adv = np.zeros_like(rewards)
+  for b in range(rewards.shape[0]):
+    n = int(mask[b].sum())
+    last = 0.0
+    for t in reversed(range(n)):
+      next_v = values[b, t + 1] if t + 1 < n else 0.0
+      delta = rewards[b, t] + gamma * next_v - values[b, t]
+      last = delta + gamma * lam * last
+      adv[b, t] = last
+  return adv, (adv + values) * mask
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.99, 1.0), (0.9, 0.5), (1.0, 0.0)])
+def test_gae_matches_plain_loop(gamma, lam):
+  rng = np.random.default_rng(int(gamma * 100 + lam * 10))
+  b, t = 6, 9
+  lengths = np.array([9, 1, 0, 5, 8, 3])
+  mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
+  rewards = rng.normal(size=(b, t)).astype(np.float32)
+  values = rng.normal(size=(b, t)).astype(np.float32)
+  # Whatever sits in the padding must not leak into a response's advantages.
+  rewards_junk = np.where(mask > 0, rewards, 100.0).astype(np.float32)
+  values_junk = np.where(mask > 0, values, -100.0).astype(np.float32)
+  adv, ret = ppo.gae(rewards_junk, values_junk, mask, gamma=gamma, lam=lam)
+  want_adv, want_ret = _gae_loop(rewards * mask, values * mask, mask, gamma, lam)
+  np.testing.assert_allclose(np.asarray(adv), want_adv, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(ret), want_ret, atol=1e-5)
+
+
+def test_whiten_uses_valid_tokens_only():
+  x = jnp.asarray([[1.0, 2.0, 3.0, 50.0], [4.0, 5.0, -9.0, -9.0]])
+  mask = jnp.asarray([[1, 1, 1, 0], [1, 1, 0, 0]])
+  w = np.asarray(ppo.whiten(x, mask))
+  valid = w[np.asarray(mask) > 0]
+  assert abs(valid.mean()) < 1e-6 and abs(valid.std() - 1.0) < 1e-3
+  assert (w[np.asarray(mask) == 0] == 0).all()
+
+
+def test_kl_estimates_k3_never_negative_k1_exact():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    logp = rng.normal(-2, 1, size=(5, 7)).astype(np.float32)
+    ref = logp + rng.normal(0, 0.5, size=(5, 7)).astype(np.float32)
+    mask = (rng.random((5, 7)) < 0.7).astype(np.float32)
+    k1, k3 = ppo.kl_estimates(logp, ref, mask)
+    assert (np.asarray(k3) >= 0).all()
+    np.testing.assert_allclose(np.asarray(k1), ((logp - ref) * mask).sum(-1), rtol=1e-5,
+                               atol=1e-5)
+  k1, k3 = ppo.kl_estimates(logp, logp, mask)
+  assert float(jnp.abs(k1).max()) == 0 and float(jnp.abs(k3).max()) == 0
+
+
+def test_rewards_put_score_on_last_token_and_penalize_kl():
+  logp = jnp.asarray([[-1.0, -2.0, -3.0], [-1.0, -1.0, 0.0]])
+  ref = jnp.asarray([[-1.5, -2.0, -1.0], [-2.0, -1.0, 0.0]])
+  mask = jnp.asarray([[1, 1, 0], [1, 0, 0]])
+  r = np.asarray(ppo.token_rewards(jnp.asarray([2.0, -1.0]), logp, ref, mask, 0.1))
+  np.testing.assert_allclose(r, [[-0.05, 2.0, 0.0], [-0.1 - 1.0, 0.0, 0.0]], atol=1e-6)
+
+
+def test_adaptive_kl_moves_toward_target():
+  up = float(ppo.adaptive_kl(jnp.float32(0.1), jnp.float32(10.0), target=1.0, horizon=100,
+                             batch=10))
+  down = float(ppo.adaptive_kl(jnp.float32(0.1), jnp.float32(0.1), target=1.0, horizon=100,
+                               batch=10))
+  assert up == pytest.approx(0.1 * (1 + 0.2 * 0.1)) and down < 0.1
+  assert float(ppo.adaptive_kl(jnp.float32(0.1), jnp.float32(9.0), target=0.0, horizon=100,
+                               batch=10)) == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------------------
+# Rollout and update on random `test`-rung models.
+
+
+def _ppo_cfg(**kw):
+  c = ppo_config.get_config("runlocal=True").ppo
+  c.update(kw)
+  return c
+
+
+@pytest.fixture(scope="module")
+def nets():
+  cfg = models.get("test")
+  cfg.init_std = 0.2
+  vcfg = ml_collections.ConfigDict(dict(cfg))
+  vcfg.heads = ("scalar",)
+  policy, value = transformer.Transformer(cfg), transformer.Transformer(vcfg)
+  x = jnp.zeros((1, 8), jnp.int32)
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  p = nn.unbox(policy.init(jax.random.PRNGKey(0), x)["params"])
+  v = nn.unbox(value.init(jax.random.PRNGKey(1), x)["params"])
+  return cfg, policy, value, p, v
+
+
+def _prompts(batch, lengths, vocab, seed=0):
+  rng = np.random.default_rng(seed)
+  return [list(rng.integers(6, vocab, size=n)) for n in lengths[:batch]]
+
+
+def _rollout(nets, prompts, bucket, new_tokens, stops, key=3, params=None):
+  cfg, policy, value, p, v = nets
+  models_ = rollout_lib.Models(policy, policy, value, value)
+  scoring = rollout_lib.Scoring(eoc_id=5, stop_ids=stops, mean=0.0, std=1.0,
+                                no_stop_penalty=-3.0, pm_seq_len=128)
+  settings = sampling.Settings(max_new_tokens=new_tokens, stop_ids=stops)
+  tokens, mask = sampling.left_pad(prompts, bucket, len(prompts))
+  cache = transformer.init_cache(cfg, len(prompts), bucket + new_tokens)
+  fn = jax.jit(rollout_lib.make_rollout(models_, scoring, settings))
+  out, _ = fn(params if params is not None else p, p, v, v, tokens, mask, cache,
+              jax.random.PRNGKey(key))
+  return out
+
+
+def _batch(out):
+  return {k: out[k] for k in ppo_stage.BATCH_KEYS}
+
+
+def test_first_update_ratio_is_one_through_real_rollout(nets):
+  cfg, policy, value, p, v = nets
+  # Ragged prompts left-padded into a bucket; frequent stop ids so rows end at different steps.
+  bucket = sampling.bucket_length(13, sampling.DEFAULT_BUCKETS)
+  prompts = _prompts(8, [13, 3, 7, 1, 10, 5, 13, 2], cfg.vocab_size)
+  stops = tuple(range(6, 40))
+  out = _rollout(nets, prompts, bucket, 12, stops)
+  lengths = np.asarray(out["lengths"])
+  assert len(set(lengths.tolist())) > 1 and np.asarray(out["stopped"]).any()
+  # The sampler's own log-probs (KV cache) and the training forward's agree.
+  m = np.asarray(out["response_mask"]) > 0
+  np.testing.assert_allclose(np.asarray(out["logp"])[m], np.asarray(out["sampler_logp"])[m],
+                             atol=1e-4)
+  tx = optax.adam(1e-3)
+  state = ppo.init_state(p, v, tx, tx, 0.001, 0)
+  _, metrics = jax.jit(ppo.make_update(policy, value, _ppo_cfg(epochs=2)))(state, _batch(out))
+  # 1 to float32 rounding: the minibatch forward runs at another batch size than the
+  # rollout's, which changes GEMM blocking by an ulp (with one minibatch it is exactly 0).
+  assert float(metrics["policy/ratio_maxdev_first"]) < 1e-5
+  assert float(metrics["policy/approxkl_first"]) < 1e-11
+  assert float(metrics["objective/kl"]) == 0.0  # the policy is its own reference here
+  assert float(metrics["policy/approxkl_avg"]) > 0  # later minibatches moved
+
+
+def test_update_improves_the_surrogate(nets):
+  cfg, policy, value, p, v = nets
+  prompts = _prompts(8, [6] * 8, cfg.vocab_size, seed=1)
+  out = _rollout(nets, prompts, 8, 6, ())
+  batch = _batch(out)
+  # A reward that only likes responses starting with an even token.
+  batch["scores"] = jnp.where(batch["response"][:, 0] % 2 == 0, 1.0, -1.0)
+  tx = optax.adam(3e-3)
+  state = ppo.init_state(p, v, tx, tx, 0.0, 0)
+  update = jax.jit(ppo.make_update(policy, value, _ppo_cfg(epochs=4, num_minibatches=1)))
+  even = lambda prm: float(jnp.mean(jnp.where(  # noqa: E731
+      batch["scores"] > 0, ppo.token_logp(ppo.response_logits(
+          policy, prm, batch["tokens"], batch["mask"], 6)[0], batch["response"])[:, 0], 0.0)))
+  before = even(state.params)
+  state, _ = update(state, batch)
+  assert even(state.params) > before
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 2), (1, 2, 4)])
+@pytest.mark.parametrize("value_kind", ["pm", "shared"])
+def test_sharded_update_equals_one_device(nets, shape, value_kind):
+  cfg, policy, value, p, v = nets
+  prompts = _prompts(8, [9, 4, 6, 9, 2, 7, 9, 5], cfg.vocab_size, seed=2)
+  out = _rollout(nets, prompts, 16, 8, tuple(range(6, 20)))
+  batch = jax.device_get(_batch(out))
+  pcfg = _ppo_cfg(epochs=2, num_minibatches=2, value=value_kind)
+  if value_kind == "shared":
+    scfg = ml_collections.ConfigDict(dict(cfg))
+    scfg.heads = ("lm", "scalar")
+    pol = transformer.Transformer(scfg)
+    val = None
+    import flax.linen as nn  # pylint: disable=g-import-not-at-top
+    fresh = nn.unbox(pol.init(jax.random.PRNGKey(5), jnp.zeros((1, 8), jnp.int32))["params"])
+    params, vparams = {**p, "scalar_head": fresh["scalar_head"]}, {}
+  else:
+    pol, val, params, vparams = policy, value, p, v
+  # Plain SGD: Adam's g/√v would magnify reduction-order rounding of near-zero gradients.
+  tx = optax.sgd(0.05)
+  vtx = None if val is None else optax.sgd(0.05)
+  results = []
+  for mesh in (mesh_lib.make_mesh(ml_collections.ConfigDict(
+      {"data": shape[0], "fsdp": shape[1], "tensor": shape[2]})), mesh_lib.one_device_mesh()):
+    abstract, sh = ppo_stage.state_shardings(pol, val, tx, vtx, jnp.zeros((8, 8), jnp.int32),
+                                             mesh)
+    bsh = {k: mesh_lib.batch_sharding(mesh, np.ndim(x)) for k, x in batch.items()}
+    with mesh_lib.activate(mesh):
+      state = jax.jit(lambda a, b: ppo.init_state(a, b, tx, vtx, 0.001, 0), out_shardings=sh)(
+          params, vparams)
+      if mesh.size > 1:  # the state really is split over the devices
+        emb = state.params["embedding"]
+        assert emb.sharding.shard_shape(emb.shape) != emb.shape
+      update = jax.jit(ppo.make_update(pol, val, pcfg), in_shardings=(sh, bsh),
+                       out_shardings=(sh, mesh_lib.replicated(mesh)))
+      state, metrics = update(state, jax.device_put(batch, bsh))
+      state, metrics = update(state, jax.device_put(batch, bsh))
+    results.append(jax.device_get((state.params, state.value_params, metrics)))
+  (pa, va, ma), (pb, vb, mb) = results
+  moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(pa), jax.tree.leaves(p)))
+  assert moved > 1e-3  # the updates did something worth comparing
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), pa, pb)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), va, vb)
+  for k in ma:
+    np.testing.assert_allclose(ma[k], mb[k], atol=1e-4, rtol=1e-4, err_msg=k)
+
+
+def test_pm_inputs_put_eoc_after_content_and_truncate_the_start():
+  scoring = rollout_lib.Scoring(eoc_id=9, stop_ids=(7,), mean=0.0, std=1.0,
+                                no_stop_penalty=-3.0, pm_seq_len=6)
+  prompt = jnp.asarray([[0, 0, 11, 12], [13, 14, 15, 16]])
+  pmask = jnp.asarray([[0, 0, 1, 1], [1, 1, 1, 1]])
+  resp = jnp.asarray([[21, 7, 0], [22, 23, 24]])
+  rmask = jnp.asarray([[1, 1, 0], [1, 1, 1]])
+  tokens, mask, eoc, stopped = rollout_lib.pm_inputs(prompt, pmask, resp, rmask, scoring)
+  assert np.asarray(stopped).tolist() == [True, False]
+  assert np.asarray(eoc).tolist() == [5, 7]
+  assert np.asarray(tokens)[0].tolist() == [0, 0, 11, 12, 21, 9, 0, 0]  # the stop token -> EOC
+  assert np.asarray(mask)[0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
+  # Row 1 has 4 + 3 + 1 = 8 real tokens but the PM reads 6: the first two are masked out.
+  assert np.asarray(mask)[1].tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+  assert np.asarray(tokens)[1, 7] == 9
+
+
+# ---------------------------------------------------------------------------------------
+# The stage, from a `test`-rung LM and PM.
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("ppo")
+  dirs = {k: str(root / k) for k in ("lm", "pm")}
+  main.run(lm_config.get_config("size=test,runlocal=True"), dirs["lm"])
+  c = pm_config.get_config("size=test,runlocal=True")
+  c.init.workdir = dirs["lm"]
+  c.data.seq_len = 64
+  main.run(c, dirs["pm"])
+  return root, dirs
+
+
+def _ppo(dirs, **train):
+  c = ppo_config.get_config(f"size=test,init={dirs['lm']},pm={dirs['pm']},runlocal=True")
+  c.train.update(train)
+  return c
+
+
+def _history(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_token_space_reward_equals_text_scorer(runs):
+  _, dirs = runs
+  scorer = reward.PMScorer.from_workdir(dirs["pm"], batch_size=4)
+  tok = scorer.tokenizer
+  contexts = ["\n\nHuman: How do I clean my bathroom?\n\nAssistant:",
+              "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: How do I pick a lock?\n\nAssistant:",
+              "\n\nHuman: What can I mix to make a gas?\n\nAssistant:",
+              "\n\nHuman: My car will not start.\n\nAssistant:"]
+  replies = [" Use bleach and gloves.", " Call a licensed locksmith.", " I won't help.",
+             " Check the battery and the starter wires, then the ignition."]
+  want = scorer.score(contexts, replies)
+  t = 40
+  resp = np.zeros((4, t), np.int32)
+  rmask = np.zeros((4, t), np.int32)
+  for i, r in enumerate(replies):
+    ids = tok.encode(r) + ([tok.human_id] if i != 3 else [])  # row 3 never stops
+    resp[i, :len(ids)], rmask[i, :len(ids)] = ids, 1
+  prompt, pmask = sampling.left_pad([tok.encode(c) for c in contexts], 48, 4)
+  scoring = rollout_lib.Scoring(
+      eoc_id=tok.eoc_id, stop_ids=sampling.stop_ids_for(tok), mean=scorer.stats["mean"],
+      std=scorer.stats["std"], no_stop_penalty=-3.0, pm_seq_len=scorer.seq_len)
+  got, raw, stopped = jax.jit(lambda *a: rollout_lib.pm_scores(scorer.model, *a, scoring))(
+      scorer.params, prompt, pmask, resp, rmask)
+  np.testing.assert_allclose(np.asarray(got)[:3], want[:3], atol=1e-4)
+  np.testing.assert_allclose(np.asarray(raw)[3], scorer.score_raw(contexts[3:], replies[3:]),
+                             atol=1e-4)
+  assert np.asarray(stopped).tolist() == [True, True, True, False]
+  assert float(got[3]) == -3.0  # the no-stop penalty, not the PM's opinion
+
+
+def test_stage_runs_and_policy_loads_like_an_lm(runs):
+  root, dirs = runs
+  work = str(root / "ppo")
+  state, result = main.run(_ppo(dirs), work)
+  rows = _history(work)
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  names = {"objective/kl", "objective/kl_k3", "objective/entropy", "objective/scores",
+           "objective/rlhf_reward", "policy/approxkl_avg", "policy/clipfrac_avg",
+           "val/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "objective/gold"}
+  assert names <= set(rows[0])
+  assert rows[0]["policy/ratio_maxdev_first"] < 1e-5
+  assert all(r["objective/kl_k3"] >= 0 for r in rows)
+  for k in ("gold_initial", "gold_final", "gold_sem", "pm_initial", "pm_final", "kl",
+            "sqrt_kl_r2"):
+    assert k in result, k
+  assert result["num_prompts"] == 16 and result["kl_initial"] == 0.0
+  with open(os.path.join(work, "ppo_eval.json")) as f:
+    assert json.load(f)["gold_final"] == result["gold_final"]
+  for png in ("pm_vs_sqrt_kl.png", "gold_vs_sqrt_kl.png"):
+    assert os.path.getsize(os.path.join(work, png)) > 1000
+  assert os.path.exists(os.path.join(work, "samples.jsonl"))
+  # The policy reads back through load_lm, equal to the state's params, and chats.
+  cfg, params, tok = params_lib.load_lm(work)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               params, jax.device_get(state.params))
+  sampler = sampling.Sampler(cfg, params)
+  out = io.StringIO()
+  settings = sampling.Settings(max_new_tokens=4, stop_ids=sampling.stop_ids_for(tok))
+  chat.session(sampler, tok, iter(["How do I clean my bathroom?"]), settings, 0, out)
+  assert "Assistant:" in out.getvalue()
+
+
+def test_user_errors(runs, tmp_path):
+  _, dirs = runs
+  c = _ppo(dirs)
+  c.pm.workdir = dirs["lm"]  # an LM, not a PM
+  with pytest.raises(UserError, match="not a PM"):
+    main.run(c, str(tmp_path / "a"))
+  c = _ppo(dirs)
+  os.rename(os.path.join(dirs["pm"], "reward_stats.json"), str(tmp_path / "stats"))
+  try:
+    with pytest.raises(UserError, match="reward_stats.json"):
+      main.run(c, str(tmp_path / "b"))
+  finally:
+    os.rename(str(tmp_path / "stats"), os.path.join(dirs["pm"], "reward_stats.json"))
+  other = tmp_path / "other_pm"
+  subprocess.run(["cp", "-r", dirs["pm"], str(other)], check=True)
+  with open(other / "tokenizer.model", "ab") as f:
+    f.write(b"\0")
+  c = _ppo(dirs)
+  c.pm.workdir = str(other)
+  with pytest.raises(UserError, match="different tokenizers"):
+    main.run(c, str(tmp_path / "c"))
+  c = _ppo(dirs)
+  c.ppo.value = "both"
+  with pytest.raises(UserError, match="ppo.value"):
+    main.run(c, str(tmp_path / "d"))
+
+
+def _cli_args(dirs, work, steps):
+  return [sys.executable, "-m", "hh_jax.main",
+          f"--config=configs/ppo.py:size=test,init={dirs['lm']},pm={dirs['pm']},runlocal=True",
+          f"--config.train.total_steps={steps}", "--config.train.ckpt_every=1",
+          "--config.train.async_checkpointing=False", "--config.eval.num_prompts=8",
+          "--config.eval.bon_n=2", "--config.eval.bon_prompts=2", f"--workdir={work}"]
+
+
+def test_sigkill_and_rerun_match_uninterrupted(runs, tmp_path):
+  _, dirs = runs
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  steps = 6
+  ref, cut = str(tmp_path / "ref"), str(tmp_path / "cut")
+  subprocess.run(_cli_args(dirs, ref, steps), cwd=REPO, env=env, check=True,
+                 capture_output=True)
+  proc = subprocess.Popen(_cli_args(dirs, cut, steps), cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  kill_after = int(np.random.default_rng(7).integers(2, 5))  # a seeded random iteration
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    path = os.path.join(cut, "metrics.jsonl")
+    if os.path.exists(path) and len(_history(cut)) >= kill_after:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  written = len(_history(cut))
+  assert written < steps  # it really was cut short
+  subprocess.run(_cli_args(dirs, cut, steps), cwd=REPO, env=env, check=True,
+                 capture_output=True)
+  rerun = _history(cut)[written:]
+  # The rerun continued from a checkpoint: it did not start over from iteration 1.
+  assert 1 < rerun[0]["step"] <= written + 1
+  by_step = {}
+  for r in _history(cut):  # the rerun repeats the iterations after the last checkpoint
+    by_step[r["step"]] = r
+  want = _history(ref)
+  assert sorted(by_step) == [r["step"] for r in want]
+  skip = ("time/", "tokens_per_s")
+  for w in want:
+    got = by_step[w["step"]]
+    for k, v in w.items():
+      if not k.startswith(skip):
+        assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (w["step"], k)
+  with open(os.path.join(ref, "ppo_eval.json")) as f, open(os.path.join(cut, "ppo_eval.json")) as g:
+    assert json.load(f)["gold_final"] == json.load(g)["gold_final"]
+  a, b = params_lib.load_lm(ref)[1], params_lib.load_lm(cut)[1]
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
