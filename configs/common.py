@@ -1,7 +1,9 @@
-"""Helpers shared by the stage configs: parsing the `:arg` string of --config."""
+"""Helpers shared by the stage configs: the `:arg` parser, the header every stage starts with."""
 import ast
 
 import ml_collections
+
+from configs import models
 
 
 def parse_arg(arg, **defaults):
@@ -34,6 +36,25 @@ def parse_arg(arg, **defaults):
     else:
       out[key] = value
   return out
+
+
+def header(stage: str, *, seed: int = 0, size: str | None = None, mesh: bool = True):
+  """The top of every stage config: stage, seed, model (a ladder rung), mesh, distributed.
+
+  `size=None`: the stage has no model of its own. `mesh=False`: it builds no mesh (and so
+  runs in one process). Every training or sampling stage gets the same default mesh (all
+  devices on `data`) and multi-process settings, so `--config.mesh.*` and
+  `--config.distributed.*` mean the same in each.
+  """
+  c = ml_collections.ConfigDict()
+  c.stage = stage
+  c.seed = seed
+  if size is not None:
+    c.model = models.get(size)
+  if mesh:
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.distributed = distributed()
+  return c
 
 
 def distributed():

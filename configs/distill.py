@@ -11,12 +11,7 @@ from configs import common, models
 def get_config(arg=None):
   a = common.parse_arg(arg, size="tiny", init="", runlocal=False)
   small = a["size"] in models.SMALL
-  c = ml_collections.ConfigDict()
-  c.stage = "distill"
-  c.seed = 0
-  c.model = models.get(a["size"])  # replaced by the init run's model when the stage starts
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.distributed = common.distributed()
+  c = common.header("distill", size=a["size"])  # model: replaced by the init run's when the stage starts
 
   c.distill = ml_collections.ConfigDict()
   c.distill.init_workdir = a["init"]

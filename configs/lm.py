@@ -10,12 +10,7 @@ from configs import common, models
 
 def get_config(arg=None):
   a = common.parse_arg(arg, size="tiny", runlocal=False)
-  c = ml_collections.ConfigDict()
-  c.stage = "lm"
-  c.seed = 0
-  c.model = models.get(a["size"])
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.distributed = common.distributed()
+  c = common.header("lm", size=a["size"])
 
   small = a["size"] in models.SMALL
   c.data = ml_collections.ConfigDict()

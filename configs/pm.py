@@ -26,12 +26,7 @@ def pm_fields(c, small: bool):
 
 def get_config(arg=None):
   a = common.parse_arg(arg, size="tiny", data="synthetic", runlocal=False)
-  c = ml_collections.ConfigDict()
-  c.stage = "pm"
-  c.seed = 0
-  c.model = models.get(a["size"])
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.distributed = common.distributed()
+  c = common.header("pm", size=a["size"])
   small = a["size"] in models.SMALL
   pm_fields(c, small)
 

@@ -9,9 +9,8 @@ from configs import common
 
 def get_config(arg=None):
   a = common.parse_arg(arg, data="files", runlocal=False)
-  c = ml_collections.ConfigDict()
-  c.stage = "pm_eval"
-  c.seed = 7  # synthetic comparisons: a seed no train/held-out set uses
+  # seed 7: synthetic comparisons no train/held-out set uses; the scorer makes its own mesh.
+  c = common.header("pm_eval", seed=7, mesh=False)
   c.eval = ml_collections.ConfigDict()
   c.eval.pm_workdir = ""
   c.eval.files = ""

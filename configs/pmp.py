@@ -14,12 +14,7 @@ from configs import pm as pm_config
 
 def get_config(arg=None):
   a = common.parse_arg(arg, size="tiny", runlocal=False)
-  c = ml_collections.ConfigDict()
-  c.stage = "pmp"
-  c.seed = 0
-  c.model = models.get(a["size"])
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.distributed = common.distributed()
+  c = common.header("pmp", size=a["size"])
   small = a["size"] in models.SMALL
   pm_config.pm_fields(c, small)
   c.optim.lr_fraction = 0.1

@@ -11,11 +11,7 @@ from configs import common, models
 def get_config(arg=None):
   a = common.parse_arg(arg, policy="", pm="", k=16, size="tiny", runlocal=False)
   small = a["size"] in models.SMALL
-  c = ml_collections.ConfigDict()
-  c.stage = "rs"
-  c.seed = 0
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.distributed = common.distributed()
+  c = common.header("rs")
 
   c.rs = ml_collections.ConfigDict()
   c.rs.policy_workdir = a["policy"]  # an LM or distilled run: params + tokenizer

@@ -47,11 +47,12 @@ def gold_metrics(pairs, chosen, rejected) -> dict:
 
 
 def run(config, workdir: str):
-  workdir = runner.prepare_workdir(workdir)
+  stage = runner.open_stage(config, workdir, mesh_fn=None)  # the scorer makes its own mesh
+  workdir = stage.workdir
   ev = config.eval
   if not ev.pm_workdir:
     raise UserError("pass --config.eval.pm_workdir=DIR, the PM run to evaluate")
-  runner.write_config(config, workdir)
+  stage.write_config()
   pairs, kind = load_pairs(ev, config.seed)
   if not pairs:
     raise UserError("no comparisons to evaluate in the given files")
@@ -71,10 +72,11 @@ def run(config, workdir: str):
     out.update(g)
     plots.gold_scatter(pm_all, gold_all, g["spearman_gold"],
                        os.path.join(workdir, "gold_scatter.png"))
-  runner.save_json(workdir, "eval.json", out)
+  stage.save_json("eval.json", out)
   turns = ", ".join(f"{t}: {v['accuracy']:.3f} (n={v['n']})" for t, v in out["by_turns"].items())
   extra = (f", gold agreement {out['gold_agreement']:.4f}, Spearman {out['spearman_gold']:.4f}"
            if kind == "synthetic" else "")
   print(f"pm_eval: {out['num_pairs']} pairs, accuracy {out['accuracy']:.4f}, "
         f"ECE {out['ece']:.4f}{extra}; by turns {{{turns}}}", flush=True)
+  stage.close()
   return out

@@ -113,6 +113,16 @@ def make_scorer(config, mesh) -> tuple[Scorer, str]:
   raise UserError(f"rs.scorer={config.rs.scorer!r}; use 'pm' or 'gold'")
 
 
+def make_mesh(config):
+  """The sampler's mesh; `rs.batch_size` (rows per sampler call) must split over its data shards."""
+  mesh = mesh_lib.make_mesh(config.mesh)
+  div = mesh_lib.batch_size_divisor(mesh)
+  if config.rs.batch_size % div:
+    raise UserError(f"rs.batch_size={config.rs.batch_size} is not divisible by the mesh's {div} "
+                    f"data shards; use a multiple of {div}")
+  return mesh
+
+
 def run(config, workdir: str):
   """Best-of-k over the configured prompts; writes pairs, best responses and the table."""
   if not config.rs.policy_workdir:
@@ -122,13 +132,9 @@ def run(config, workdir: str):
   ks = [x for x in (1, 2, 4, 8, 16, 32, 64) if x <= k]
   if k < 2:
     raise UserError(f"rs.k={k}; best-of-k needs at least 2 samples per prompt")
-  workdir = runner.prepare_workdir(workdir)
-  mesh = mesh_lib.make_mesh(config.mesh)
-  div = mesh_lib.batch_size_divisor(mesh)
-  if config.rs.batch_size % div:
-    raise UserError(f"rs.batch_size={config.rs.batch_size} is not divisible by the mesh's {div} "
-                    f"data shards; use a multiple of {div}")
-  runner.write_config(config, workdir)
+  stage = runner.open_stage(config, workdir, make_mesh)
+  workdir, mesh = stage.workdir, stage.mesh
+  stage.write_config()
   model_cfg, params, tok = params_lib.load_lm(config.rs.policy_workdir, mesh)
   scorer, scorer_name = make_scorer(config, mesh)
   contexts, is_synthetic = load_contexts(config)
@@ -157,6 +163,7 @@ def run(config, workdir: str):
   if is_synthetic:
     gold = labelers.GoldScorer().score(flat_c, flat_r).reshape(len(contexts), k)
     result["gold_vs_k"] = gold_table(scores, gold, ks)
-  runner.save_json(workdir, "rs_results.json", result)
+  stage.save_json("rs_results.json", result)
   print(json.dumps(result), flush=True)
+  stage.close()
   return result

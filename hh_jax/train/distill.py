@@ -24,17 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hh_jax import checkpoint as ckpt_lib
-from hh_jax import metrics as metrics_lib
 from hh_jax.data import hhh_prompt, lm_data, synthetic
-from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.model import params as params_lib, transformer
 from hh_jax.model.transformer import Transformer
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.train import optimizer as optim_lib
 from hh_jax.train import runner
-from hh_jax.train import state as state_lib
 
 BATCH_NDIMS = {"tokens": 2, "mask": 2}
 
@@ -194,17 +190,16 @@ def run(config, workdir: str):
   if not config.distill.init_workdir:
     raise UserError("context distillation starts from an LM: pass "
                     "--config.distill.init_workdir=LM_WORKDIR (or configs/distill.py:init=DIR)")
-  workdir = runner.prepare_workdir(workdir)
+  stage = runner.open_stage(config, workdir)
+  mesh = stage.mesh
   init_dir = os.path.abspath(config.distill.init_workdir)
-  mesh = runner.make_mesh(config)
   model_cfg, teacher_params, tok = params_lib.load_lm(init_dir, mesh)
   prompt_ids = tok.encode(hhh_prompt.get(config.distill.prompt))
   validate(config, model_cfg, len(prompt_ids))
   with config.unlocked():
     config.model = model_cfg  # the student is the init run's model
-  runner.write_config(config, workdir)
-  if jax.process_index() == 0:
-    tok.save(os.path.join(workdir, tok_lib.FILENAME))
+  stage.write_config()
+  stage.save_tokenizer(tok)
 
   seq_len, k = config.data.seq_len, config.distill.top_k
   train_tok, train_mask = encode_dialogues(
@@ -215,22 +210,11 @@ def run(config, workdir: str):
 
   model = Transformer(model_cfg)
   tx = optim_lib.make(config.optim, config.train.total_steps)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       config.train.keep_checkpoints, config.train.ckpt_every,
-                                       config.train.async_checkpointing)
-  example = jnp.zeros((config.data.batch_size, seq_len), jnp.int32)
-  abstract, shardings = state_lib.abstract_and_shardings(model, tx, example, mesh)
-  if checkpointer.latest_step() is not None:
-    state, data_state = checkpointer.restore(abstract)
-    batches.set_state(data_state)
-  else:  # the student starts as the LM itself
-    init = lambda p: state_lib.TrainState(  # noqa: E731
-        step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
-        rng=jax.random.PRNGKey(config.seed), tx=tx)
-    with mesh_lib.activate(mesh):
-      state = jax.jit(init, out_shardings=shardings)(teacher_params)
+  example = jnp.zeros((config.data.batch_size, seq_len), jnp.int32)  # [batch, seq]
+  # A fresh student starts as the LM itself (the teacher's params), not from a new init.
+  state, shardings, _ = stage.init_or_restore(model, tx, example, batches=batches,
+                                              init_params=teacher_params)
 
-  writer = metrics_lib.MetricWriter(workdir)
   with mesh_lib.activate(mesh):
     cache = jax.jit(functools.partial(prompt_cache, model, seq_len=seq_len))(
         teacher_params, np.asarray(prompt_ids, np.int32))
@@ -239,15 +223,12 @@ def run(config, workdir: str):
     eval_fn = make_eval_fn(model, teacher_params, cache, eval_tok, eval_mask, k,
                            config.data.batch_size, mesh)
     before = eval_fn(teacher_params)  # the undistilled LM, read without the prompt
-    writer.write(0, {f"undistilled_{k_}": v for k_, v in before.items()})
-    state = runner.train_loop(
+    stage.writer.write(0, {f"undistilled_{k_}": v for k_, v in before.items()})
+    state = stage.train_loop(
         state=state, step_fn=lambda s, b: step(s, b, teacher_params, cache), batches=batches,
         batch_shardings={n: mesh_lib.batch_sharding(mesh, d) for n, d in BATCH_NDIMS.items()},
-        total_steps=config.train.total_steps, checkpointer=checkpointer, writer=writer,
-        log_every=config.train.log_every, desc="distill",
-        tokens_per_step=config.data.batch_size * seq_len,
-        eval_fn=lambda s: eval_fn(s.params), eval_every=config.train.eval_every,
-        stop_at=config.train.get("stop_at_step", 0))
+        total_steps=config.train.total_steps, desc="distill",
+        tokens_per_step=config.data.batch_size * seq_len, eval_fn=lambda s: eval_fn(s.params))
     after = eval_fn(state.params)
   result = {"prompt": config.distill.prompt, "prompt_tokens": len(prompt_ids), "top_k": k,
             "eval_dialogues": int(len(eval_tok)), "step": int(jax.device_get(state.step)),
@@ -255,10 +236,9 @@ def run(config, workdir: str):
             "undistilled_kl_topk": before["eval_kl_topk"],
             "student_kl_full": after["eval_kl_full"], "student_kl_topk": after["eval_kl_topk"],
             "kl_ratio": after["eval_kl_full"] / max(before["eval_kl_full"], 1e-12)}
-  runner.save_json(workdir, "distill_eval.json", result)
+  stage.save_json("distill_eval.json", result)
   print(json.dumps(result), flush=True)
-  checkpointer.close()
-  writer.close()
+  stage.close()
   return state, result
 
 

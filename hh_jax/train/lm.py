@@ -8,14 +8,11 @@ so one step is one optimizer update whatever the accumulation.
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hh_jax import checkpoint as ckpt_lib
-from hh_jax import metrics as metrics_lib
 from hh_jax.data import lm_data, tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.model import flops
@@ -136,47 +133,36 @@ def build_data(config, workdir, tok):
 def run(config, workdir: str):
   """The LM stage; returns the final state. Rerun on the same workdir to resume."""
   validate(config)
-  workdir = runner.prepare_workdir(workdir)
-  mesh = runner.make_mesh(config)
-  runner.write_config(config, workdir)
+  stage = runner.open_stage(config, workdir)
+  workdir = stage.workdir
+  stage.write_config()
 
   tok = tok_lib.load_or_train(workdir, lambda: corpus_texts(config.data, config.seed),
                               config.data.tokenizer_vocab, config.data.tokenizer_path or None)
   if tok.vocab_size > config.model.vocab_size:
     raise UserError(f"tokenizer has {tok.vocab_size} pieces but model.vocab_size="
                     f"{config.model.vocab_size}; raise model.vocab_size or use a smaller tokenizer")
-  if config.data.tokenizer_path and jax.process_index() == 0:
-    tok.save(os.path.join(workdir, tok_lib.FILENAME))  # later stages find it here
+  if config.data.tokenizer_path:
+    stage.save_tokenizer(tok)  # later stages find it here
   batches, eval_batches = build_data(config, workdir, tok)
 
   model = Transformer(config.model)
   total = config.train.total_steps
   tx = optim_lib.make(config.optim, total)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       config.train.keep_checkpoints, config.train.ckpt_every,
-                                       config.train.async_checkpointing)
-  example = jnp.zeros((config.data.batch_size, config.data.seq_len), jnp.int32)
-  state, shardings, data_state = runner.init_or_restore(model, tx, example, mesh, config.seed,
-                                                        checkpointer)
-  if data_state:
-    batches.set_state(data_state)
+  example = jnp.zeros((config.data.batch_size, config.data.seq_len), jnp.int32)  # [batch, seq]
+  state, shardings, _ = stage.init_or_restore(model, tx, example, batches=batches)
 
   step_fn = make_train_step(model, config.optim.grad_accum_steps)
-  writer = metrics_lib.MetricWriter(workdir)
   tokens_per_step = config.data.batch_size * config.data.seq_len
-  with mesh_lib.activate(mesh):
-    compiled, batch_sh = runner.compile_step(step_fn, shardings, mesh, BATCH_NDIMS)
-    eval_fn = make_eval_fn(model, eval_batches, mesh) if eval_batches else None
-    state = runner.train_loop(
+  with mesh_lib.activate(stage.mesh):
+    compiled, batch_sh = runner.compile_step(step_fn, shardings, stage.mesh, BATCH_NDIMS)
+    eval_fn = make_eval_fn(model, eval_batches, stage.mesh) if eval_batches else None
+    state = stage.train_loop(
         state=state, step_fn=compiled, batches=batches, batch_shardings=batch_sh,
-        total_steps=total, checkpointer=checkpointer, writer=writer,
-        log_every=config.train.log_every, desc="lm", tokens_per_step=tokens_per_step,
+        total_steps=total, desc="lm", tokens_per_step=tokens_per_step,
         flops_per_step=flops.train_flops_per_token(config.model, config.data.seq_len)
-        * tokens_per_step,
-        eval_fn=eval_fn, eval_every=config.train.eval_every,
-        stop_at=config.train.get("stop_at_step", 0))
-  checkpointer.close()
-  writer.close()
+        * tokens_per_step, eval_fn=eval_fn)
+  stage.close()
   return state
 
 

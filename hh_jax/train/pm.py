@@ -25,7 +25,6 @@ import ml_collections
 import numpy as np
 
 from hh_jax import checkpoint as ckpt_lib
-from hh_jax import metrics as metrics_lib
 from hh_jax.data import hh_rlhf, pairs as pairs_lib, tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.model import flops
@@ -314,17 +313,13 @@ def save_reward_stats(workdir, step, r):
 def run(config, workdir: str):
   """The PMP or PM stage; returns the final state. Rerun on the same workdir to resume."""
   validate(config)
-  workdir = runner.prepare_workdir(workdir)
-  mesh = runner.make_mesh(config)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       config.train.keep_checkpoints, config.train.ckpt_every,
-                                       config.train.async_checkpointing)
-  resuming = checkpointer.latest_step() is not None
-  if not resuming and not config.init.workdir:
+  stage = runner.open_stage(config, workdir)
+  workdir, mesh = stage.workdir, stage.mesh
+  if not stage.resuming and not config.init.workdir:
     raise UserError(f"the {config.stage} stage starts from another stage's workdir: pass "
                     "--config.init.workdir=DIR (an LM or PMP run)")
   config.optim.learning_rate = learning_rate(config)  # same on a resume: a pure function
-  runner.write_config(config, workdir)
+  stage.write_config()
   tok = load_tokenizer(config, workdir)
   if tok.vocab_size > config.model.vocab_size:
     raise UserError(f"tokenizer has {tok.vocab_size} pieces but model.vocab_size="
@@ -340,12 +335,9 @@ def run(config, workdir: str):
 
   model = Transformer(model_config(config))
   tx = optim_lib.make(config.optim, total)
-  example = jnp.zeros((config.data.batch_size * 2, config.data.seq_len), jnp.int32)
-  state, shardings, data_state = runner.init_or_restore(model, tx, example, mesh, config.seed,
-                                                        checkpointer)
-  if data_state:
-    batches.set_state(data_state)
-  elif not resuming:
+  example = jnp.zeros((config.data.batch_size * 2, config.data.seq_len), jnp.int32)  # [2·batch, seq]
+  state, shardings, resumed = stage.init_or_restore(model, tx, example, batches=batches)
+  if not resumed:  # the trunk (and whatever else it shares) from the init run
     state, fresh = init_params_from(state, config.init.workdir)
     print(f"{config.stage}: restored from {config.init.workdir}; fresh: "
           f"{', '.join(fresh) or 'nothing'}", flush=True)
@@ -353,20 +345,17 @@ def run(config, workdir: str):
   step_fn = make_train_step(model, lm_weight=config.pm.lm_loss_weight,
                             center_weight=config.pm.center_weight,
                             accum_steps=config.optim.grad_accum_steps)
-  writer = metrics_lib.MetricWriter(workdir)
   tokens_per_step = 2 * config.data.batch_size * config.data.seq_len
   with mesh_lib.activate(mesh):
     compiled, batch_sh = runner.compile_step(step_fn, shardings, mesh, BATCH_NDIMS)
     score_fn = make_score_fn(model, mesh)
     eval_batches = held_out_batches(held_pairs, tok, config, config.train.eval_batches or None)
     eval_fn = make_eval_fn(score_fn, eval_batches) if eval_batches else None
-    state = runner.train_loop(
+    state = stage.train_loop(
         state=state, step_fn=compiled, batches=batches, batch_shardings=batch_sh,
-        total_steps=total, checkpointer=checkpointer, writer=writer,
-        log_every=config.train.log_every, desc=config.stage, tokens_per_step=tokens_per_step,
+        total_steps=total, desc=config.stage, tokens_per_step=tokens_per_step,
         flops_per_step=train_flops_per_token(model.cfg, config.data.seq_len) * tokens_per_step,
-        eval_fn=eval_fn, eval_every=config.train.eval_every,
-        stop_at=config.train.get("stop_at_step", 0))
+        eval_fn=eval_fn)
     step = int(jax.device_get(state.step))
     if step >= total:
       ref = eval_batches or held_out_batches(train_pairs, tok, config, 8)
@@ -374,11 +363,10 @@ def run(config, workdir: str):
       stats = save_reward_stats(workdir, step, r)
       if eval_batches:
         final = held_out_metrics(r)
-        runner.save_json(workdir, "final_eval.json", {**final, "step": step, "reward": stats})
+        stage.save_json("final_eval.json", {**final, "step": step, "reward": stats})
         print(f"{config.stage}: step {step} held-out accuracy {final['eval_accuracy']:.4f}",
               flush=True)
-  checkpointer.close()
-  writer.close()
+  stage.close()
   return state
 
 

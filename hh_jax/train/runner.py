@@ -1,22 +1,33 @@
 """What every stage's run does around its step: checks, mesh, state, resume, the loop.
 
+Every stage's `run(config, workdir)` reads the same way, top to bottom:
+
+  stage = runner.open_stage(config, workdir)   # workdir checked, mesh built: one-line errors
+  ... stage-specific checks and data ...
+  stage.write_config()                          # once the config is final
+  state, shardings, resumed = stage.init_or_restore(model, tx, example, batches=...)
+  ... jit the step ...
+  state = stage.train_loop(state=..., step_fn=..., batches=..., ...)
+  stage.save_json("<stage>_eval.json", result); stage.close()
+
 A stage module (lm, pm, ...) supplies a model, a pure `train_step(state, batch)` and a data
-iterator; `prepare` turns user mistakes into one-line errors before anything compiles,
-`init_or_restore` resumes from the workdir's latest checkpoint, and `train_loop` runs the
-compiled step with logging, progress and checkpoints.
+iterator. The stage's files are written in few places (`write_config`, `save_json`,
+`save_tokenizer`, the checkpointer and the metric writer), so where they go is one decision.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 
 from hh_jax import checkpoint as ckpt_lib
 from hh_jax import metrics as metrics_lib
+from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.model import transformer
 from hh_jax.parallel import mesh as mesh_lib
@@ -69,17 +80,6 @@ def write_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def init_or_restore(model, tx, example_tokens, mesh, seed: int, checkpointer):
-  """Fresh state born sharded, or the latest checkpoint restored into the same shardings."""
-  abstract, shardings = state_lib.abstract_and_shardings(model, tx, example_tokens, mesh)
-  data_state = {}
-  if checkpointer.latest_step() is not None:
-    state, data_state = checkpointer.restore(abstract)
-  else:
-    state, _ = state_lib.create(model, tx, example_tokens, mesh, seed)
-  return state, shardings, data_state
 
 
 def compile_step(step_fn: Callable, state_shardings, mesh, batch_ndims: dict[str, int]):
@@ -139,5 +139,97 @@ def save_json(workdir: str, name: str, obj) -> None:
       json.dump(obj, f, indent=2, sort_keys=True)
 
 
-__all__ = ["prepare_workdir", "make_mesh", "validate_model", "init_or_restore", "compile_step",
-           "train_loop", "to_global", "write_config", "save_json", "ckpt_lib"]
+@dataclasses.dataclass
+class Stage:
+  """A stage run's workdir, mesh, checkpointer and metric writer, opened once by `open_stage`.
+
+  The checkpointer and the writer are made on first use, so a stage that fails its checks
+  (or never trains) leaves no checkpoints/ or metrics behind; `close` closes what was opened.
+  """
+  config: Any
+  workdir: str
+  mesh: Any  # jax.sharding.Mesh, or None for a stage that builds none (pm_eval)
+  _checkpointer: ckpt_lib.Checkpointer | None = None
+  _writer: metrics_lib.MetricWriter | None = None
+
+  @property
+  def checkpointer(self) -> ckpt_lib.Checkpointer:
+    """`<workdir>/checkpoints`, kept and saved as `config.train` says."""
+    if self._checkpointer is None:
+      t = self.config.train
+      self._checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
+                                                 t.keep_checkpoints, t.ckpt_every,
+                                                 t.async_checkpointing)
+    return self._checkpointer
+
+  @property
+  def writer(self) -> metrics_lib.MetricWriter:
+    if self._writer is None:
+      self._writer = metrics_lib.MetricWriter(self.workdir)
+    return self._writer
+
+  @property
+  def resuming(self) -> bool:
+    """True when the workdir already holds a checkpoint of this run."""
+    return self.checkpointer.latest_step() is not None
+
+  def write_config(self) -> None:
+    write_config(self.config, self.workdir)
+
+  def save_json(self, name: str, obj) -> None:
+    save_json(self.workdir, name, obj)
+
+  def save_tokenizer(self, tok) -> None:
+    """`<workdir>/tokenizer.model`, where every later stage looks for it (process 0 writes)."""
+    if jax.process_index() == 0:
+      tok.save(os.path.join(self.workdir, tok_lib.FILENAME))
+
+  def init_or_restore(self, model, tx, example_tokens, *, batches=None, init_params=None):
+    """Returns (state, shardings, resumed): the latest checkpoint, or a fresh state born sharded.
+
+    On a resume the saved data position goes into `batches`. A fresh state starts from
+    `init_params` when given (a params tree another run already holds in these shardings,
+    e.g. distillation's teacher), else from the model's own init with `config.seed`.
+    """
+    abstract, shardings = state_lib.abstract_and_shardings(model, tx, example_tokens,
+                                                           self.mesh)
+    if self.resuming:
+      state, data_state = self.checkpointer.restore(abstract)
+      if data_state and batches is not None:
+        batches.set_state(data_state)
+      return state, shardings, True
+    if init_params is None:
+      state, _ = state_lib.create(model, tx, example_tokens, self.mesh, self.config.seed)
+    else:
+      state = state_lib.create_from_params(init_params, tx, shardings, self.mesh,
+                                           self.config.seed)
+    return state, shardings, False
+
+  def train_loop(self, **kwargs):
+    """`train_loop` with this stage's checkpointer, writer and `config.train` cadence."""
+    t = self.config.train
+    kwargs.setdefault("log_every", t.log_every)
+    kwargs.setdefault("eval_every", t.eval_every)
+    kwargs.setdefault("stop_at", t.get("stop_at_step", 0))
+    return train_loop(checkpointer=self.checkpointer, writer=self.writer, **kwargs)
+
+  def close(self) -> None:
+    if self._checkpointer is not None:
+      self._checkpointer.close()
+    if self._writer is not None:
+      self._writer.close()
+
+
+def open_stage(config, workdir: str, mesh_fn: Callable | None = make_mesh) -> Stage:
+  """The first line of every stage's run: a writable workdir and the checked mesh.
+
+  `mesh_fn(config)` builds the mesh and checks the batch against it (`make_mesh` for the
+  training stages); None for a stage without one.
+  """
+  workdir = prepare_workdir(workdir)
+  return Stage(config, workdir, mesh_fn(config) if mesh_fn is not None else None)
+
+
+__all__ = ["prepare_workdir", "make_mesh", "validate_model", "compile_step",
+           "train_loop", "to_global", "write_config", "save_json", "ckpt_lib", "Stage",
+           "open_stage"]

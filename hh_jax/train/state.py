@@ -61,3 +61,16 @@ def create(model, tx, example_tokens, mesh, seed: int):
   with mesh_lib.activate(mesh):
     state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(jax.random.PRNGKey(seed))
   return state, shardings
+
+
+def create_from_params(params, tx, shardings, mesh, seed: int):
+  """A fresh state (step 0, new optimizer state) around `params` already in `shardings.params`.
+
+  For a run that starts as another run's model (distillation's student is the LM itself);
+  the RNG is `PRNGKey(seed)`, as that stage has always drawn it.
+  """
+  def init(p):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                      rng=jax.random.PRNGKey(seed), tx=tx)
+  with mesh_lib.activate(mesh):
+    return jax.jit(init, out_shardings=shardings)(params)
