@@ -34,6 +34,8 @@ def get_config(arg=None):
   c.data.source = a["data"]  # synthetic | hh_rlhf
   c.data.train_files = ""  # hh_rlhf: comma-separated jsonl(.gz)
   c.data.eval_files = ""  # hh_rlhf: held-out files for the in-training eval
+  c.data.eval_fraction = 0.05  # hh_rlhf without eval_files: share of train_files held out
+  c.data.max_bad_share = 0.01  # hh_rlhf: more malformed lines than this stops the run
   c.data.num_train = 8000 if a["data"] == "synthetic" else 0  # hh_rlhf: 0 = all
   c.data.num_eval = 1000  # synthetic held-out pairs (noise-free labels, another seed)
   c.data.mixture = "mixed"  # synthetic: helpful | harmless | mixed

@@ -30,7 +30,8 @@ def get_config(arg=None):
       {"stackexchange": 1.0, "reddit": 1.0, "wikipedia": 1.0})
   c.data.num_pairs = 8000 if small else 1_000_000  # before binarization (which doubles it)
   c.data.binarize = True
-  c.data.eval_fraction = 0.05
+  c.data.eval_fraction = 0.05  # held out by whole contexts, before any source is cycled
+  c.data.max_bad_share = 0.01  # more malformed records in a dump than this stops the run
   c.data.seq_len = min(128 if small else 1024, c.model.max_len)
   c.data.batch_size = 32 if small else 64
   c.data.pad_side = "right"

@@ -9,27 +9,28 @@ training signal, so each is skipped by a rule and counted, in this order:
 2. empty_response: either final reply is blank;
 3. identical: both final replies are the same text (after stripping whitespace).
 
-A line that is not a JSON object with two string fields holding an Assistant turn is
-malformed: it is reported as `file:line: reason` and skipped; if more than
-`max_bad_share` of a file's lines are malformed the read stops with one clear line.
+A line that is not a JSON object with two string fields holding an Assistant turn (or
+is not UTF-8, or is longer than `max_line_bytes`) is malformed: it is reported as
+`file:line: reason` and skipped; if more than `max_bad_share` of a file's lines are
+malformed the read stops with one clear line. A truncated or damaged .gz keeps the pairs
+before the damage and says where it stopped (`report.truncated`); see `records`.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-import gzip
-import json
 import os
-import zlib
-from typing import Iterable, Sequence
+import random
+from typing import Sequence
 
+from hh_jax.data import records
 from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.data.pairs import Pair
 from hh_jax.errors import UserError
 
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 SPLITS = ("train", "test")
-DEFAULT_MAX_BAD_SHARE = 0.01
+DEFAULT_MAX_BAD_SHARE = records.DEFAULT_MAX_BAD_SHARE
 
 
 class MissingDataError(UserError, FileNotFoundError):
@@ -46,19 +47,23 @@ class ReadReport:
   identical: int = 0
   malformed: list[str] = dataclasses.field(default_factory=list)
   turns: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  truncated: list[str] = dataclasses.field(default_factory=list)  # "file:line: why" per file
 
   def merge(self, other: "ReadReport") -> "ReadReport":
     return ReadReport(
         self.lines + other.lines, self.pairs + other.pairs,
         self.differing_context + other.differing_context,
         self.empty_response + other.empty_response, self.identical + other.identical,
-        self.malformed + other.malformed, self.turns + other.turns)
+        self.malformed + other.malformed, self.turns + other.turns,
+        self.truncated + other.truncated)
 
   def summary(self) -> str:
     hist = ", ".join(f"{k}:{v}" for k, v in sorted(self.turns.items()))
     return (f"{self.lines} lines -> {self.pairs} pairs kept; skipped: "
             f"{self.differing_context} differing-context, {self.empty_response} empty, "
-            f"{self.identical} identical, {len(self.malformed)} malformed; turns {{{hist}}}")
+            f"{self.identical} identical, {len(self.malformed)} malformed; turns {{{hist}}}"
+            + "".join(f"; damaged: {t}" for t in self.truncated)
+            + (f"; first malformed: {self.malformed[0]}" if self.malformed else ""))
 
 
 def split_transcript(text: str) -> tuple[str, str]:
@@ -75,55 +80,35 @@ def count_turns(context: str) -> int:
   return context.count(HUMAN)
 
 
-def parse_line(line: str) -> tuple[str, str, str, str]:
+def parse_line(line: str | bytes) -> tuple[str, str, str, str]:
   """(chosen context, chosen reply, rejected context, rejected reply) or ValueError(reason)."""
-  try:
-    obj = json.loads(line)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"not JSON ({e.msg} at column {e.colno})") from None
-  if not isinstance(obj, dict):
-    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+  obj = records.json_object(line)
   out = []
   for key in ("chosen", "rejected"):
-    if key not in obj:
-      raise ValueError(f"missing key {key!r}")
-    if not isinstance(obj[key], str):
-      raise ValueError(f"{key!r} is {type(obj[key]).__name__}, not a string")
+    value = records.string(obj, key)  # ValueError(reason) when missing or not a string
     try:
-      out.extend(split_transcript(obj[key]))
+      out.extend(split_transcript(value))
     except ValueError as e:
       raise ValueError(f"{key!r} has {e}") from None
   return tuple(out)
 
 
-def _raw_lines(path: str) -> Iterable[bytes]:
-  opener = gzip.open if path.endswith(".gz") else open
-  try:
-    with opener(path, "rb") as f:
-      yield from f
-  except (OSError, EOFError, zlib.error) as e:
-    raise UserError(f"{path}: cannot read ({e}); re-download the file") from None
-
-
 def read_file(path: str, max_bad_share: float = DEFAULT_MAX_BAD_SHARE,
-              source: str = "") -> tuple[list[Pair], ReadReport]:
+              source: str = "", max_line_bytes: int = records.MAX_LINE_BYTES,
+              ) -> tuple[list[Pair], ReadReport]:
   """Reads one .jsonl or .jsonl.gz file; see the module docstring for what is skipped."""
   if not os.path.isfile(path):
     raise MissingDataError(f"{path}: no such file; point the reader at an hh-rlhf directory "
                             "holding <subset>/<split>.jsonl.gz")
   pairs: list[Pair] = []
   rep = ReadReport()
-  for lineno, raw in enumerate(_raw_lines(path), start=1):
-    if not raw.strip():
-      continue
-    rep.lines += 1
+  skips = records.Skips(path, max_bad_share)
+  rep.malformed = skips.reasons  # the same list: filled as the lines are read
+  for lineno, raw in records.lines(path, skips, max_line_bytes):
     try:
-      cc, rc, cr, rr = parse_line(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-      rep.malformed.append(f"{path}:{lineno}: not UTF-8")
-      continue
+      cc, rc, cr, rr = parse_line(raw)
     except ValueError as e:
-      rep.malformed.append(f"{path}:{lineno}: {e}")
+      skips.bad(lineno, str(e))
       continue
     if cc != cr:
       rep.differing_context += 1
@@ -136,12 +121,31 @@ def read_file(path: str, max_bad_share: float = DEFAULT_MAX_BAD_SHARE,
       rep.turns[turns] += 1
       rep.pairs += 1
       pairs.append(Pair(cc, rc, rr, turns, source))
-  bad = len(rep.malformed)
-  if bad and bad > max_bad_share * rep.lines:
-    raise UserError(f"{path}: {bad} of {rep.lines} lines malformed, more than "
-                     f"max_bad_share={max_bad_share:g} (first: {rep.malformed[0]}); "
-                     "fix the file or raise max_bad_share")
+  rep.lines = skips.records
+  rep.truncated = [skips.truncated] if skips.truncated else []
+  skips.finish("fix or re-download the file")  # raises past max_bad_share, else warns
   return pairs, rep
+
+
+def hold_out_contexts(pairs: Sequence[Pair], num_held: int, salt: str
+                      ) -> tuple[list[Pair], list[Pair]]:
+  """(held, train): whole contexts, in a permutation seeded by `salt`, until >= num_held.
+
+  A context's pairs all go to one side, so no pair text (and no reply read against its
+  context) is on both; the train side always keeps at least one context. Both sides keep
+  the input order.
+  """
+  groups: dict[str, int] = {}
+  for p in pairs:
+    groups[p.context] = groups.get(p.context, 0) + 1
+  contexts = list(groups)
+  random.Random(salt).shuffle(contexts)
+  taken, n = 0, 0
+  while n < num_held and taken < len(contexts) - 1:
+    n += groups[contexts[taken]]
+    taken += 1
+  out = set(contexts[:taken])
+  return [p for p in pairs if p.context in out], [p for p in pairs if p.context not in out]
 
 
 def find_file(root: str, subset: str, split: str) -> str:

@@ -7,38 +7,46 @@ Each process builds only its own rows of every global batch.
 """
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from typing import Iterable, Sequence
 
 import jax
 import numpy as np
 
+from hh_jax.data import records
 from hh_jax.errors import UserError
 
 
-def read_text_files(paths: Sequence[str]) -> list[str]:
-  """Documents from .txt (one per file), .jsonl[.gz] ("text", or hh-rlhf "chosen") files."""
+def read_text_files(paths: Sequence[str],
+                    max_bad_share: float = records.DEFAULT_MAX_BAD_SHARE,
+                    max_line_bytes: int = records.MAX_LINE_BYTES) -> list[str]:
+  """Documents from .txt[.gz] (one per file), .jsonl[.gz] ("text", or hh-rlhf "chosen").
+
+  A corpus is scraped text: a line that is not UTF-8, holds binary (NUL) bytes, is longer
+  than `max_line_bytes`, or (in JSON lines) is not an object with a string "text" or
+  "chosen" is skipped with its `file:line` reason; past `max_bad_share` of a file's lines
+  the read stops with one line (`hh_jax.data.records`). A .txt document keeps its good
+  lines, joined by newlines.
+  """
   docs = []
   for path in paths:
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
       raise UserError(f"corpus file {path} does not exist; fix --config.data.text_files")
-    if path.endswith((".jsonl", ".jsonl.gz")):
-      opener = gzip.open if path.endswith(".gz") else open
-      with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-          if not line.strip():
-            continue
-          try:
-            row = json.loads(line)
-            docs.append(row["text"] if "text" in row else row["chosen"])
-          except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{path}:{n}: not a JSON object with a 'text' or 'chosen' field; "
-                            "fix or drop that line") from None
-    else:
-      with open(path, encoding="utf-8") as f:
-        docs.append(f.read())
+    skips = records.Skips(path, max_bad_share)
+    jsonl = path.endswith((".jsonl", ".jsonl.gz"))
+    kept = []
+    for n, raw in records.lines(path, skips, max_line_bytes, keep_blank=not jsonl):
+      try:
+        if jsonl:
+          row = records.json_object(raw)
+          docs.append(records.string(row, "text" if "text" in row else "chosen"))
+        else:
+          kept.append(records.text(raw))
+      except ValueError as e:
+        skips.bad(n, str(e))
+    if not jsonl and any(line.strip() for line in kept):
+      docs.append("\n".join(kept))
+    skips.finish("fix or drop those lines of --config.data.text_files")
   return docs
 
 

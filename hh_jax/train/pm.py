@@ -183,8 +183,18 @@ def build_pairs(config, workdir):
     if not train_files:
       raise UserError("data.source='hh_rlhf' needs --config.data.train_files=PATH[,PATH] "
                       "(hh-rlhf jsonl or jsonl.gz)")
-    train = read_pair_files(train_files)
-    held = read_pair_files(_files(d.eval_files)) if _files(d.eval_files) else []
+    share = d.get("max_bad_share", hh_rlhf.DEFAULT_MAX_BAD_SHARE)
+    train = read_pair_files(train_files, share)
+    if _files(d.eval_files):
+      held = read_pair_files(_files(d.eval_files), share)
+    else:  # without eval files, a share of the training file (whole contexts) is held out
+      fraction = d.get("eval_fraction", 0.0)
+      if not 0 <= fraction < 1:
+        raise UserError(f"data.eval_fraction={fraction:g}; use a share in [0, 1)")
+      held, train = hh_rlhf.hold_out_contexts(train, round(fraction * len(train)),
+                                              f"pm-heldout/{config.seed}")
+      print(f"pm: no data.eval_files; held out {len(held)} of the {len(held) + len(train)} "
+            f"training pairs (data.eval_fraction={fraction:g})", flush=True)
     if d.num_train:
       train = train[:d.num_train]
     return train, held
@@ -204,17 +214,30 @@ def pmp_pairs(config, workdir):
     if jax.process_index() == 0 and not os.path.exists(se_path):
       with open(se_path, "w") as f:
         f.write(synthetic.stackexchange_posts_xml(d.synthetic_questions, config.seed))
-  sources = {"stackexchange": pmp.stackexchange_pairs(se_path) if se_path else [],
-             "reddit": (pmp.reddit_pairs(d.reddit_comments, d.reddit_submissions or None)
+  share = d.get("max_bad_share", pmp.DEFAULT_MAX_BAD_SHARE)
+  sources = {"stackexchange": pmp.stackexchange_pairs(se_path, share) if se_path else [],
+             "reddit": (pmp.reddit_pairs(d.reddit_comments, d.reddit_submissions or None,
+                                         max_bad_share=share)
                         if d.reddit_comments else []),
-             "wikipedia": pmp.wikipedia_pairs(d.wikipedia) if d.wikipedia else []}
+             "wikipedia": pmp.wikipedia_pairs(d.wikipedia, share) if d.wikipedia else []}
   weights = {s: float(d.weights[s]) if sources[s] else 0.0 for s in sources}
   if not any(weights.values()):
     raise UserError("PMP has no pairs: set data.stackexchange / data.reddit_comments / "
                     "data.wikipedia, or data.synthetic_questions > 0")
-  mixed = pmp.mix(sources, weights, d.num_pairs, config.seed)
-  n_eval = int(len(mixed) * d.eval_fraction)
-  held, train = mixed[:n_eval], mixed[n_eval:]
+  # Held out before mixing: mixing cycles a small source, and a cycled pair cut on both
+  # sides of the split would make the held-out accuracy a training accuracy.
+  train_sources, held = pmp.hold_out(sources, weights, d.num_pairs, d.eval_fraction,
+                                     config.seed)
+  num_train = d.num_pairs - len(held)
+  if num_train < 1:
+    raise UserError(f"data.num_pairs={d.num_pairs} leaves no training pairs after holding "
+                    f"out {len(held)}; raise data.num_pairs or lower data.eval_fraction")
+  for s, count in pmp.mixture_counts(train_sources, weights, num_train).items():
+    n = len(train_sources[s])
+    if count > n:
+      print(f"pmp: {s} {n} pairs cycled {count / n:.1f}× (to {count} of {num_train})",
+            flush=True)
+  train = pmp.mix(train_sources, weights, num_train, config.seed)
   if d.binarize:
     train, held = pmp.binarize(train), pmp.binarize(held)
   return train, held

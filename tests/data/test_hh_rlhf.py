@@ -99,7 +99,7 @@ def test_too_many_bad_lines_stop_with_one_line(tmp_path):
   with pytest.raises(ValueError) as e:
     hh_rlhf.read_file(str(path), max_bad_share=0.1)
   msg = str(e.value)
-  assert "\n" not in msg and "2 of 12 lines malformed" in msg and "max_bad_share" in msg
+  assert "\n" not in msg and "2 of 12 records malformed" in msg and "max_bad_share" in msg
   _, rep = hh_rlhf.read_file(str(path), max_bad_share=0.2)
   assert rep.malformed[1] == f"{path}:12: 'chosen' is int, not a string"
 

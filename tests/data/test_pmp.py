@@ -106,7 +106,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     pmp.stackexchange_pairs(str(tmp_path / "missing.xml"))
   bad = tmp_path / "Posts.xml"
   bad.write_text("<posts><row Id='1'")
-  with pytest.raises(ValueError, match="not a StackExchange Posts.xml"):
+  with pytest.raises(ValueError, match=r"Posts.xml: 1 of 1 records malformed.*"
+                     r"Posts.xml:1: not a <row ... /> element"):
     pmp.stackexchange_pairs(str(bad))
   wiki = tmp_path / "w.jsonl"
   wiki.write_text('{"title": "X", "comment": "rvv"}\n')
