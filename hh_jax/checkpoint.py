@@ -7,8 +7,6 @@ shardings from `jax.eval_shape`), so each process reads only its own shards.
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -25,11 +23,11 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 2, save_every: int = 0,
                async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = files.abspath(directory)
     self.save_every = int(save_every)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
-    self._mgr = ocp.CheckpointManager(self.directory, options=options,
+    self._mgr = ocp.CheckpointManager(files.orbax_dir(self.directory), options=options,
                                       item_names=("state", "data"))
 
   def latest_step(self) -> int | None:
@@ -67,7 +65,7 @@ class Checkpointer:
 
 def read_run_config(workdir: str, hint: str) -> dict:
   """The resolved config.json another stage wrote; its absence is a one-line error + `hint`."""
-  path = os.path.join(workdir, "config.json")
+  path = files.join(workdir, "config.json")
   if not files.exists(path):
     raise UserError(f"{workdir} has no config.json; {hint}")
   return files.read_json(path)
@@ -104,12 +102,12 @@ def restore_params(directory: str, abstract_params, step: int | None = None):
   its own init. A leaf whose shape differs is a one-line UserError naming both shapes and
   the checkpoint path. Returns (params restored, missing: list of "a/b/c" paths).
   """
-  directory = os.path.abspath(directory)
-  if not os.path.isdir(directory):
+  directory = files.abspath(directory)
+  if not files.isdir(directory):
     raise UserError(f"no checkpoint directory {directory}; run the producing stage first or "
                     "point the config at its workdir")
   mgr = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(create=False),
+      files.orbax_dir(directory), options=ocp.CheckpointManagerOptions(create=False),
       item_handlers={"state": ocp.PyTreeCheckpointHandler(),
                      "data": ocp.JsonCheckpointHandler()})
   try:

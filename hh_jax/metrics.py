@@ -1,19 +1,28 @@
 """Run metrics: one line of JSON per logged step, TensorBoard events, and a progress bar.
 
 Only process 0 writes; the other processes of a multi-host run get no-op writers, so a pod
-job produces one metrics.jsonl, not one per host.
+job produces one metrics.jsonl, not one per host. A gs:// workdir works like a local one
+(hh_jax/files.py): metrics.jsonl is rewritten whole at each write (objects cannot be
+appended to), and TensorBoard, which tensorboardX writes to local files only, writes to a
+local temp dir that is copied to `<workdir>/tensorboard/` every UPLOAD_EVERY_S and on close.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
 import sys
+import tempfile
 import time
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
+
+from hh_jax import files
+
+# How often a remote workdir gets the TensorBoard events written so far.
+UPLOAD_EVERY_S = 60.0
 
 
 def _scalar(v):
@@ -26,11 +35,17 @@ class MetricWriter:
 
   def __init__(self, workdir: str, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = files.join(workdir, "metrics.jsonl")
     self._tb = None
+    self._tb_dest = files.join(workdir, "tensorboard")
+    self._tb_local = None  # the local temp dir standing in for a remote tensorboard/
+    self._uploaded_at = time.monotonic()
+    self._rows = files.Appender(self.path)
     if self.enabled:
       from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      if files.is_remote(workdir):
+        self._tb_local = tempfile.mkdtemp(prefix="hh_jax_tb_")
+      self._tb = SummaryWriter(self._tb_local or self._tb_dest)
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.enabled:
@@ -43,20 +58,30 @@ class MetricWriter:
         self._tb.add_scalar(k, s, int(step))
       elif s is not None:
         row[k] = str(s)  # nan/inf kept visible, JSON-safe
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    self._rows.write(json.dumps(row) + "\n")
+    if self._tb_local and time.monotonic() - self._uploaded_at > UPLOAD_EVERY_S:
+      self._upload_tb()
+
+  def _upload_tb(self) -> None:
+    self._tb.flush()
+    files.upload_dir(self._tb_local, self._tb_dest)
+    self._uploaded_at = time.monotonic()
 
   def close(self) -> None:
-    if self._tb is not None:
-      self._tb.close()
+    if self._tb is None:
+      return
+    self._tb.close()
+    if self._tb_local:
+      files.upload_dir(self._tb_local, self._tb_dest)
+      shutil.rmtree(self._tb_local, ignore_errors=True)
+      self._tb_local = None
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = files.join(workdir, "metrics.jsonl")
+  if not files.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
 class Progress:

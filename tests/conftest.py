@@ -31,3 +31,19 @@ def hh_sample_dir():
     pytest.skip(f"../shared/data/hh-rlhf not found at {HH_SAMPLE}; "
                 "run the tests from a checkout that has ../shared beside it")
   return HH_SAMPLE
+
+
+@pytest.fixture
+def gcs_emulator():
+  """An in-memory GCS (fake-gcs-server) with an empty bucket `bucket`, stopped afterwards.
+
+  Runs reach it through `emulator.env` (STORAGE_EMULATOR_HOST and friends); tests skip
+  with the reason when the bundled binary cannot start.
+  """
+  from tests import gcs_emulator as gcs_lib  # pylint: disable=g-import-not-at-top
+  try:
+    emulator = gcs_lib.Emulator()
+  except RuntimeError as e:
+    pytest.skip(f"GCS emulator unavailable: {e}")
+  yield emulator
+  emulator.stop()

@@ -11,12 +11,12 @@ instead of retraining, so ids mean the same thing across the whole pipeline.
 from __future__ import annotations
 
 import io
-import os
 from typing import Iterable, Sequence
 
 import jax
 import sentencepiece as spm
 
+from hh_jax import files
 from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.parallel import multihost
 
@@ -57,16 +57,14 @@ class Tokenizer:
     return self._sp.decode([int(i) for i in ids if int(i) not in special])
 
   def save(self, path: str) -> None:
-    with open(path, "wb") as f:
-      f.write(self.model_proto)
+    files.write_bytes(path, self.model_proto)
 
   @classmethod
   def load(cls, path: str) -> "Tokenizer":
-    if not os.path.exists(path):
+    if not files.exists(path):
       raise FileNotFoundError(f"no tokenizer at {path}; run the LM stage in this workdir first "
                               "or point --config.tokenizer_path at an existing tokenizer.model")
-    with open(path, "rb") as f:
-      return cls(f.read())
+    return cls(files.read_bytes(path))
 
 
 def train(texts: Iterable[str], vocab_size: int) -> Tokenizer:
@@ -99,8 +97,8 @@ def load_or_train(workdir: str, texts_fn, vocab_size: int, path: str | None = No
   """Loads `path` (or the workdir's tokenizer); trains and saves one from `texts_fn()` if absent."""
   if path:
     return Tokenizer.load(path)
-  own = os.path.join(workdir, FILENAME)
-  if os.path.exists(own):
+  own = files.join(workdir, FILENAME)
+  if files.exists(own):
     return Tokenizer.load(own)
   # One process trains and writes; the others wait and read that file, so every process of
   # a multi-host run holds the same ids.

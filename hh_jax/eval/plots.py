@@ -1,6 +1,7 @@
 """PNG figures for PM evaluation: reliability diagram, score histograms, the scaling plot.
 
-matplotlib with the Agg backend, so plots render on a headless machine.
+matplotlib with the Agg backend, so plots render on a headless machine; figures are
+written through hh_jax/files.py, so a path may be in a gs:// workdir.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402
+
+from hh_jax import files  # noqa: E402
 
 
 def reliability_diagram(bins: Sequence[dict], ece: float, path: str, title: str = "") -> None:
@@ -27,7 +30,7 @@ def reliability_diagram(bins: Sequence[dict], ece: float, path: str, title: str 
   ax.set_title(title or "PM calibration")
   ax.legend(loc="upper left")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
@@ -42,7 +45,7 @@ def score_histogram(chosen: np.ndarray, rejected: np.ndarray, path: str, title: 
   ax.set_title(title or "PM score distribution")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
@@ -53,7 +56,7 @@ def gold_scatter(pm: np.ndarray, gold: np.ndarray, rho: float, path: str) -> Non
   ax.set_ylabel("PM score")
   ax.set_title(f"PM vs gold (Spearman {rho:.3f})")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 

@@ -9,10 +9,9 @@ synthetic data, `gold_scatter.png`.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from hh_jax import files
 from hh_jax.errors import UserError
 from hh_jax.eval import plots, preference
 from hh_jax.rl import labelers, reward
@@ -62,16 +61,16 @@ def run(config, workdir: str):
   chosen = scorer.score_raw(contexts, [p.chosen for p in pairs]).astype(np.float64)
   rejected = scorer.score_raw(contexts, [p.rejected for p in pairs]).astype(np.float64)
   out = preference.summary(chosen, rejected, [p.turns for p in pairs], ev.num_bins)
-  out.update(pm_workdir=os.path.abspath(ev.pm_workdir), data=kind,
+  out.update(pm_workdir=files.abspath(ev.pm_workdir), data=kind,
              files=[p for p in str(ev.files or "").split(",") if p])
-  plots.reliability_diagram(out["calibration"], out["ece"], os.path.join(workdir,
+  plots.reliability_diagram(out["calibration"], out["ece"], files.join(workdir,
                                                                          "reliability.png"))
-  plots.score_histogram(chosen, rejected, os.path.join(workdir, "scores.png"))
+  plots.score_histogram(chosen, rejected, files.join(workdir, "scores.png"))
   if kind == "synthetic":
     g, pm_all, gold_all = gold_metrics(pairs, chosen, rejected)
     out.update(g)
     plots.gold_scatter(pm_all, gold_all, g["spearman_gold"],
-                       os.path.join(workdir, "gold_scatter.png"))
+                       files.join(workdir, "gold_scatter.png"))
   stage.save_json("eval.json", out)
   turns = ", ".join(f"{t}: {v['accuracy']:.3f} (n={v['n']})" for t, v in out["by_turns"].items())
   extra = (f", gold agreement {out['gold_agreement']:.4f}, Spearman {out['spearman_gold']:.4f}"

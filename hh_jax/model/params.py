@@ -7,14 +7,13 @@ dependency points train -> model (`train/state.py` builds the full state's shard
 """
 from __future__ import annotations
 
-import os
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from hh_jax import checkpoint as ckpt_lib
+from hh_jax import files
 from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.model import transformer
@@ -59,7 +58,7 @@ def restore_run_params(model: nn.Module, workdir: str, mesh, step: int | None = 
   """
   example = jnp.zeros((mesh_lib.batch_size_divisor(mesh), 8), jnp.int32)  # [batch, 8]
   abstract, _ = abstract_params(model, example, mesh)
-  return ckpt_lib.restore_params(os.path.join(workdir, "checkpoints"), abstract, step)
+  return ckpt_lib.restore_params(files.join(workdir, "checkpoints"), abstract, step)
 
 
 def load_lm(workdir: str, mesh=None, step: int | None = None):
@@ -68,7 +67,7 @@ def load_lm(workdir: str, mesh=None, step: int | None = None):
   Only the params are read (orbax partial restore straight into their shards on `mesh`);
   the model config comes from the run's config.json, with the LM head alone.
   """
-  workdir = os.path.abspath(workdir)
+  workdir = files.abspath(workdir)
   config = ckpt_lib.read_run_config(workdir, "point --workdir at an LM or policy run")
   model_cfg = ml_collections.ConfigDict(config["model"])
   model_cfg.heads = ("lm",)
@@ -76,5 +75,5 @@ def load_lm(workdir: str, mesh=None, step: int | None = None):
   params, missing = restore_run_params(transformer.Transformer(model_cfg), workdir, mesh, step)
   if missing:
     raise UserError(f"{workdir} checkpoint lacks {', '.join(missing)}; it is not an LM/policy run")
-  tok = tok_lib.Tokenizer.load(os.path.join(workdir, tok_lib.FILENAME))
+  tok = tok_lib.Tokenizer.load(files.join(workdir, tok_lib.FILENAME))
   return model_cfg, params, tok

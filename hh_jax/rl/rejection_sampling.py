@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Protocol, Sequence
 
 import jax
 import numpy as np
 
+from hh_jax import files
 from hh_jax.data import hh_rlhf, synthetic
 from hh_jax.errors import UserError
 from hh_jax.model import params as params_lib, sampling
@@ -77,15 +77,14 @@ def sample_k(sampler: sampling.Sampler, tok, contexts: Sequence[str], k: int, ke
 
 def write_pairs(path: str, contexts, responses, scores) -> int:
   """(best, worst) of each prompt as an hh-rlhf line; prompts whose k samples tie are skipped."""
-  n = 0
-  with open(path, "w") as f:
-    for c, rs, s in zip(contexts, responses, scores):
-      hi, lo = int(np.argmax(s)), int(np.argmin(s))
-      if s[hi] == s[lo] or rs[hi].strip() == rs[lo].strip() or not rs[lo].strip():
-        continue
-      f.write(json.dumps({"chosen": c + rs[hi], "rejected": c + rs[lo]}) + "\n")
-      n += 1
-  return n
+  lines = []
+  for c, rs, s in zip(contexts, responses, scores):
+    hi, lo = int(np.argmax(s)), int(np.argmin(s))
+    if s[hi] == s[lo] or rs[hi].strip() == rs[lo].strip() or not rs[lo].strip():
+      continue
+    lines.append(json.dumps({"chosen": c + rs[hi], "rejected": c + rs[lo]}) + "\n")
+  files.write_text(path, "".join(lines))
+  return len(lines)
 
 
 def load_contexts(config) -> tuple[list[str], bool]:
@@ -150,12 +149,12 @@ def run(config, workdir: str):
   flat_r = [r for rs in responses for r in rs]
   scores = np.asarray(scorer.score(flat_c, flat_r), np.float32).reshape(len(contexts), k)
 
-  pairs = write_pairs(os.path.join(workdir, "rs_pairs.jsonl"), contexts, responses, scores)
+  pairs = write_pairs(files.join(workdir, "rs_pairs.jsonl"), contexts, responses, scores)
   best = np.argmax(scores, axis=1)
-  with open(os.path.join(workdir, "rs_best.jsonl"), "w") as f:
-    for c, rs, s, b in zip(contexts, responses, scores, best):
-      f.write(json.dumps({"context": c, "response": rs[b], "score": float(s[b]), "k": k,
-                          "analytic_kl": analytic_kl(k)}) + "\n")
+  files.write_text(files.join(workdir, "rs_best.jsonl"), "".join(
+      json.dumps({"context": c, "response": rs[b], "score": float(s[b]), "k": k,
+                  "analytic_kl": analytic_kl(k)}) + "\n"
+      for c, rs, s, b in zip(contexts, responses, scores, best)))
   result = {"k": k, "analytic_kl": analytic_kl(k), "scorer": scorer_name,
             "prompts": len(contexts), "pairs_written": pairs,
             "mean_best_score": float(scores.max(axis=1).mean()),

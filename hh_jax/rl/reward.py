@@ -9,8 +9,6 @@ with ragged text triggers only a handful of compilations.
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Sequence
 
 import jax
@@ -19,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from hh_jax import checkpoint as ckpt_lib
+from hh_jax import files
 from hh_jax.data import pairs as pairs_lib, tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.model import params as params_lib
@@ -68,7 +67,7 @@ class PMScorer:
   @classmethod
   def from_workdir(cls, workdir: str, mesh=None, batch_size: int = 32, step: int | None = None,
                    seq_len: int | None = None) -> "PMScorer":
-    workdir = os.path.abspath(workdir)
+    workdir = files.abspath(workdir)
     config = ckpt_lib.read_run_config(workdir, "point the scorer at a PM workdir")
     model_cfg = ml_collections.ConfigDict(config["model"])
     if "scalar" not in model_cfg.heads and config.get("stage") not in ("pm", "pmp"):
@@ -80,11 +79,10 @@ class PMScorer:
     if missing:
       raise UserError(f"{workdir} checkpoint lacks {', '.join(missing)}; it is not a PM")
     stats = None
-    stats_path = os.path.join(workdir, ckpt_lib.REWARD_STATS_FILE)
-    if os.path.exists(stats_path):
-      with open(stats_path) as f:
-        stats = json.load(f)
-    tok = tok_lib.Tokenizer.load(os.path.join(workdir, tok_lib.FILENAME))
+    stats_path = files.join(workdir, ckpt_lib.REWARD_STATS_FILE)
+    if files.exists(stats_path):
+      stats = files.read_json(stats_path)
+    tok = tok_lib.Tokenizer.load(files.join(workdir, tok_lib.FILENAME))
     return cls(model_cfg, params, tok, seq_len or config["data"]["seq_len"], stats, mesh,
                batch_size)
 

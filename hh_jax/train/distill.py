@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hh_jax import files
 from hh_jax.data import hhh_prompt, lm_data, synthetic
 from hh_jax.errors import UserError
 from hh_jax.model import params as params_lib, transformer
@@ -192,7 +192,7 @@ def run(config, workdir: str):
                     "--config.distill.init_workdir=LM_WORKDIR (or configs/distill.py:init=DIR)")
   stage = runner.open_stage(config, workdir)
   mesh = stage.mesh
-  init_dir = os.path.abspath(config.distill.init_workdir)
+  init_dir = files.abspath(config.distill.init_workdir)
   model_cfg, teacher_params, tok = params_lib.load_lm(init_dir, mesh)
   prompt_ids = tok.encode(hhh_prompt.get(config.distill.prompt))
   validate(config, model_cfg, len(prompt_ids))

@@ -16,8 +16,8 @@ target's shards, anything else (the scalar head, coming from an LM) starts fresh
 from __future__ import annotations
 
 import functools
-import json
 import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from hh_jax import checkpoint as ckpt_lib
+from hh_jax import files
 from hh_jax.data import hh_rlhf, pairs as pairs_lib, tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.model import flops
@@ -210,8 +211,11 @@ def pmp_pairs(config, workdir):
   se_path = d.stackexchange
   if d.synthetic_questions and not se_path:
     from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-    se_path = os.path.join(workdir, "Posts.xml")
-    if jax.process_index() == 0 and not os.path.exists(se_path):
+    # The PMP readers parse local files: for a gs:// workdir each process writes its own
+    # local copy (the text is a function of the seed, so every copy is the same).
+    local = (tempfile.mkdtemp(prefix="hh_jax_pmp_") if files.is_remote(workdir) else workdir)
+    se_path = os.path.join(local, "Posts.xml")
+    if (files.is_remote(workdir) or jax.process_index() == 0) and not os.path.exists(se_path):
       with open(se_path, "w") as f:
         f.write(synthetic.stackexchange_posts_xml(d.synthetic_questions, config.seed))
   share = d.get("max_bad_share", pmp.DEFAULT_MAX_BAD_SHARE)
@@ -245,11 +249,11 @@ def pmp_pairs(config, workdir):
 
 def load_tokenizer(config, workdir):
   """The source stage's tokenizer (ids must match its embedding), copied into this workdir."""
-  own = os.path.join(workdir, tok_lib.FILENAME)
-  if os.path.exists(own):
+  own = files.join(workdir, tok_lib.FILENAME)
+  if files.exists(own):
     return tok_lib.Tokenizer.load(own)
-  src = config.data.get("tokenizer_path") or os.path.join(config.init.workdir, tok_lib.FILENAME)
-  if not os.path.exists(src):
+  src = config.data.get("tokenizer_path") or files.join(config.init.workdir, tok_lib.FILENAME)
+  if not files.exists(src):
     raise UserError(f"no tokenizer at {src}; set --config.init.workdir to the LM/PMP workdir "
                     "this stage starts from")
   tok = tok_lib.Tokenizer.load(src)
@@ -259,11 +263,10 @@ def load_tokenizer(config, workdir):
 
 
 def source_learning_rate(init_workdir: str) -> float | None:
-  path = os.path.join(init_workdir, "config.json")
-  if not os.path.exists(path):
+  path = files.join(init_workdir, "config.json")
+  if not files.exists(path):
     return None
-  with open(path) as f:
-    return float(json.load(f).get("optim", {}).get("learning_rate", 0.0)) or None
+  return float(files.read_json(path).get("optim", {}).get("learning_rate", 0.0)) or None
 
 
 def learning_rate(config) -> float:
@@ -284,7 +287,7 @@ def init_params_from(state, init_workdir):
   """
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                           state.params)
-  ckpt_dir = os.path.join(init_workdir, "checkpoints")
+  ckpt_dir = files.join(init_workdir, "checkpoints")
   restored, missing = ckpt_lib.restore_params(ckpt_dir, abstract)
   return state.replace(params=ckpt_lib.merge_params(state.params, restored)), missing
 

@@ -17,7 +17,6 @@ iterator. The stage's files are written in few places (`write_config`, `save_jso
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -26,6 +25,7 @@ import jax
 import numpy as np
 
 from hh_jax import checkpoint as ckpt_lib
+from hh_jax import files
 from hh_jax import metrics as metrics_lib
 from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import UserError
@@ -49,16 +49,25 @@ def validate_model(cfg) -> None:
 
 
 def prepare_workdir(workdir: str) -> str:
-  workdir = os.path.abspath(workdir)
+  """The absolute workdir (a gs:// URL as given), after writing and deleting a probe file.
+
+  The probe turns a missing bucket, missing credentials or a read-only disk into one line
+  before anything compiles.
+  """
+  workdir = files.abspath(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    files.makedirs(workdir)
+    probe = files.join(workdir, f".write_test_{os.getpid()}")
+    files.write_text(probe, "ok")
+    files.remove(probe)
   except OSError as e:
-    raise UserError(f"cannot write to workdir {workdir} ({e.strerror}); "
+    raise UserError(f"cannot write to workdir {workdir} ({e.strerror or ckpt_lib.first_line(e)}); "
                     "pass a --workdir you can write to") from None
+  except Exception as e:  # pylint: disable=broad-except  # gcsfs/auth errors have many types
+    if not files.is_remote(workdir):
+      raise
+    raise UserError(f"cannot write to workdir {workdir} ({ckpt_lib.first_line(e)}); check the "
+                    "bucket and your credentials (or STORAGE_EMULATOR_HOST)") from None
   return workdir
 
 
@@ -78,8 +87,8 @@ def make_mesh(config):
 
 def write_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    files.write_text(files.join(workdir, "config.json"),
+                     config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def compile_step(step_fn: Callable, state_shardings, mesh, batch_ndims: dict[str, int]):
@@ -135,8 +144,7 @@ def train_loop(*, state, step_fn, batches: Iterator, batch_shardings: dict, tota
 
 def save_json(workdir: str, name: str, obj) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, name), "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
+    files.write_json(files.join(workdir, name), obj)
 
 
 @dataclasses.dataclass
@@ -157,7 +165,7 @@ class Stage:
     """`<workdir>/checkpoints`, kept and saved as `config.train` says."""
     if self._checkpointer is None:
       t = self.config.train
-      self._checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
+      self._checkpointer = ckpt_lib.Checkpointer(files.join(self.workdir, "checkpoints"),
                                                  t.keep_checkpoints, t.ckpt_every,
                                                  t.async_checkpointing)
     return self._checkpointer
@@ -182,7 +190,7 @@ class Stage:
   def save_tokenizer(self, tok) -> None:
     """`<workdir>/tokenizer.model`, where every later stage looks for it (process 0 writes)."""
     if jax.process_index() == 0:
-      tok.save(os.path.join(self.workdir, tok_lib.FILENAME))
+      tok.save(files.join(self.workdir, tok_lib.FILENAME))
 
   def init_or_restore(self, model, tx, example_tokens, *, batches=None, init_params=None):
     """Returns (state, shardings, resumed): the latest checkpoint, or a fresh state born sharded.
