@@ -7,13 +7,14 @@ into this process's environment; we want an in-memory server and the environment
 only to the runs under test, so we start the binary ourselves.
 
 `python -m tests.gcs_emulator [PORT]` starts one by hand (docs: launch/README.md) and prints
-the environment a run needs; Ctrl-C stops it.
+the environment a run needs; Ctrl-C or `kill` stops it.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +52,10 @@ class Emulator:
   """fake-gcs-server in memory on a free localhost port, with `BUCKET` created."""
 
   def __init__(self, port: int | None = None):
+    if port:
+      with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+          raise RuntimeError(f"port {port} is taken (another emulator?); pick another")
     self.port = port or _free_port()
     self.url = f"http://127.0.0.1:{self.port}"
     self._proc = subprocess.Popen(
@@ -119,6 +124,7 @@ class Emulator:
 
 if __name__ == "__main__":
   server = Emulator(int(sys.argv[1]) if len(sys.argv) > 1 else None)
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server too
   print(f"gs://{BUCKET} is served at {server.url}; in the shell that runs hh_jax:")
   print("export " + " ".join(f"{k}={v}" for k, v in server.env.items()), flush=True)
   try:
