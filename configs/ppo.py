@@ -31,6 +31,11 @@ def get_config(arg=None):
   c.prompts.seed = 11  # a pool the LM and PM corpora did not draw
   c.prompts.mixture = "mixed"
   c.prompts.prompt_len = 64 if small else 256  # left-padded to this; longer ones lose their start
+  # > 0: that many extra prompts written by the initial LM from few-shot prefixes of
+  # fewshot_k pool requests (the paper's way of growing the prompt set).
+  c.prompts.fewshot_extra = 0
+  c.prompts.fewshot_k = 3
+  c.prompts.fewshot_tokens = 32
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.max_new_tokens = 48 if small else 256  # T = 1, no top-k/top-p: PPO's ratio needs it

@@ -421,3 +421,41 @@ def test_sigkill_and_rerun_match_uninterrupted(runs, tmp_path):
     assert json.load(f)["gold_final"] == json.load(g)["gold_final"]
   a, b = params_lib.load_lm(ref)[1], params_lib.load_lm(cut)[1]
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def test_hh_rlhf_prompts_are_contexts_up_to_the_last_assistant(hh_sample_dir):
+  path = str(hh_sample_dir / "harmless-base" / "train.jsonl.gz")
+  cfg = ppo_config.get_config("runlocal=True").prompts
+  cfg.source, cfg.files, cfg.num = "hh_rlhf", path, 50
+  got = ppo_stage.prompts_lib.contexts(cfg)
+  assert len(got) == 50 and len(set(got)) == 50
+  assert all(c.endswith("\n\nAssistant:") and c.startswith("\n\nHuman:") for c in got)
+  assert got == ppo_stage.prompts_lib.contexts(cfg)  # the same seed, the same prompts
+  cfg.files = ""
+  with pytest.raises(UserError, match="prompts.files"):
+    ppo_stage.prompts_lib.contexts(cfg)
+
+
+def test_fewshot_prefix_and_parse():
+  ctxs = ["\n\nHuman: How do I clean my bathroom?\n\nAssistant:",
+          "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: How do I pick a lock?\n\nAssistant:"]
+  prefix = ppo_stage.prompts_lib.fewshot_prefix(ctxs)
+  assert prefix == ("\n\nHuman: How do I clean my bathroom?\n\nAssistant:"
+                    "\n\nHuman: hi\n\nAssistant:\n\nHuman:")
+  parse = ppo_stage.prompts_lib.parse_fewshot
+  assert parse(" How do I fix my car?\n\nAssistant: ...") == (
+      "\n\nHuman: How do I fix my car?\n\nAssistant:")
+  assert parse(" ok") is None  # too short to be a request
+
+
+def test_stage_adds_fewshot_prompts_written_by_the_lm(runs, tmp_path):
+  _, dirs = runs
+  c = _ppo(dirs)
+  c.prompts.fewshot_extra = 6
+  c.prompts.fewshot_tokens = 12
+  c.train.total_steps = 1
+  setup = ppo_stage.Setup(c, mesh_lib.make_mesh(c.mesh))
+  texts, ids = ppo_stage.build_prompts(c, setup)
+  extra = texts[c.prompts.num:]
+  assert len(texts) == len(ids) and 0 < len(extra) <= 6
+  assert all(t.startswith("\n\nHuman: ") and t.endswith("\n\nAssistant:") for t in extra)

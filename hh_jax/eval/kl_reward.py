@@ -11,12 +11,12 @@ prompts, best-of-n from the initial policy, the fits, and the PNGs.
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import jax
 import numpy as np
 
+from hh_jax import files
 from hh_jax import metrics as metrics_lib
 
 
@@ -206,7 +206,7 @@ def final_eval(setup, state, workdir: str, is_synthetic: bool) -> dict:
   result["sqrt_kl_fit"] = fit
   result["sqrt_kl_r2"] = fit["r2"]
   if jax.process_index() == 0 and len(hist) >= 2:
-    plot_pm_vs_sqrt_kl(os.path.join(workdir, "pm_vs_sqrt_kl.png"), d, scores, fit)
+    plot_pm_vs_sqrt_kl(files.join(workdir, "pm_vs_sqrt_kl.png"), d, scores, fit)
   if is_synthetic and c.bon_n >= 2 and c.bon_prompts:
     m = min(int(c.bon_prompts), n)
     k = int(c.bon_n)
@@ -229,7 +229,7 @@ def final_eval(setup, state, workdir: str, is_synthetic: bool) -> dict:
     result["best_of_n"] = table
     result["gold_fits"] = fits
     if jax.process_index() == 0:
-      plot_gold_vs_sqrt_kl(os.path.join(workdir, "gold_vs_sqrt_kl.png"), ppo_d, ppo_r, bon_d,
+      plot_gold_vs_sqrt_kl(files.join(workdir, "gold_vs_sqrt_kl.png"), ppo_d, ppo_r, bon_d,
                            bon_r, fits)
   if hist and "objective/test_pm_scores" in hist[-1]:
     test = np.asarray([r["objective/test_pm_scores"] for r in hist])
@@ -237,7 +237,7 @@ def final_eval(setup, state, workdir: str, is_synthetic: bool) -> dict:
     result["robustness"] = {"parted_at_sqrt_kl": parted,
                             "train_pm_final": float(scores[-1]), "test_pm_final": float(test[-1])}
     if jax.process_index() == 0:
-      plot_robustness(os.path.join(workdir, "train_vs_test_pm.png"), d, scores, test, parted)
+      plot_robustness(files.join(workdir, "train_vs_test_pm.png"), d, scores, test, parted)
   return result
 
 
