@@ -138,9 +138,9 @@ def state_shardings(policy_model, value_model, tx, value_tx, example, mesh):
 class Setup:
   """Models, params, compiled programs and prompts of one PPO run (shared by the loop and eval)."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, mesh):
     self.config = config
-    self.mesh = mesh_lib.make_mesh(config.mesh)
+    self.mesh = mesh
     div = mesh_lib.batch_size_divisor(self.mesh)
     if config.ppo.batch_size % div or (config.ppo.batch_size // config.ppo.num_minibatches) % div:
       raise UserError(f"ppo.batch_size={config.ppo.batch_size} (and each of its "
@@ -255,9 +255,44 @@ def gold_scores(contexts, responses) -> np.ndarray:
                     np.float32)
 
 
-def build_prompts(config, tok, sampler_fn=None) -> tuple[list[str], list[list[int]]]:
+def fewshot_prompts(setup, pool: list[str], num: int, seed: int) -> list[str]:
+  """`num` extra contexts written by the initial LM from few-shot prefixes of pool prompts.
+
+  The paper grew its RL prompt set this way: the LM, shown a few Human turns, writes
+  another. Each prefix holds `prompts.fewshot_k` random pool requests; the first Human
+  turn the LM writes after them becomes a context (unusable continuations are dropped).
+  """
+  c = setup.config.prompts
+  rng = np.random.default_rng([seed, 7])
+  sampler = sampling.Sampler(setup.models.ref.cfg, setup.ref_params, setup.mesh,
+                             batch_size=setup.config.ppo.batch_size)
+  settings = sampling.Settings(max_new_tokens=int(c.fewshot_tokens), temperature=1.0,
+                               stop_ids=(setup.tok.assistant_id, setup.tok.eos_id,
+                                         setup.tok.eoc_id), pad_id=setup.tok.pad_id)
+  out: list[str] = []
+  for attempt in range(4 * max(num, 1) // setup.config.ppo.batch_size + 1):
+    if len(out) >= num:
+      break
+    prefixes = [prompts_lib.fewshot_prefix(rng.choice(pool, int(c.fewshot_k), replace=False))
+                for _ in range(setup.config.ppo.batch_size)]
+    samples = sampler([setup.tok.encode(p) for p in prefixes],
+                      jax.random.PRNGKey(seed + attempt), settings)
+    for text in sampling.decode_samples(setup.tok, samples, strip_stop=False):
+      ctx = prompts_lib.parse_fewshot(text)
+      if ctx is not None and len(out) < num:
+        out.append(ctx)
+  return out
+
+
+def build_prompts(config, setup) -> tuple[list[str], list[list[int]]]:
+  """The prompt pool (texts and token ids), plus few-shot LM-written prompts if asked."""
   texts = prompts_lib.contexts(config.prompts)
-  ids = [tok.encode(t) for t in texts]
+  if config.prompts.fewshot_extra:
+    extra = fewshot_prompts(setup, texts, int(config.prompts.fewshot_extra), config.prompts.seed)
+    print(f"ppo: {len(extra)} few-shot prompts written by the LM added to {len(texts)}",
+          flush=True)
+    texts = texts + extra
+  ids = [setup.tok.encode(t) for t in texts]
   return texts, ids
 
 
@@ -302,26 +337,21 @@ def iteration_metrics(out, contexts, setup, is_synthetic) -> dict:
 def run(config, workdir: str):
   """The PPO stage; returns (final state, eval dict). Rerun on the same workdir to resume."""
   validate(config)
-  workdir = runner.prepare_workdir(workdir)
-  setup = Setup(config, workdir)
+  stage = runner.open_stage(config, workdir, mesh_fn=lambda c: mesh_lib.make_mesh(c.mesh))
+  setup = Setup(config, stage.mesh)
   with config.unlocked():
     config.model = setup.policy_cfg  # the policy's model: what load_lm reads back
-  runner.write_config(config, workdir)
-  if jax.process_index() == 0:
-    setup.tok.save(files.join(workdir, tok_lib.FILENAME))
+  stage.write_config()
+  stage.save_tokenizer(setup.tok)
 
   is_synthetic = config.prompts.source == "synthetic"
-  contexts, ids = build_prompts(config, setup.tok)
+  contexts, ids = build_prompts(config, setup)
   batches = prompts_lib.PromptBatches(ids, config.ppo.batch_size, config.prompts.seed)
-  checkpointer = ckpt_lib.Checkpointer(files.join(workdir, "checkpoints"),
-                                       config.train.keep_checkpoints, config.train.ckpt_every,
-                                       config.train.async_checkpointing)
-  if checkpointer.latest_step() is not None:
-    state, data_state = checkpointer.restore(setup.abstract)
+  if stage.resuming:
+    state, data_state = stage.checkpointer.restore(setup.abstract)
     batches.set_state(data_state)
   else:
     state = setup.init_state()
-  writer = metrics_lib.MetricWriter(workdir)
   total = int(config.train.total_steps)
   stop_at = int(config.train.get("stop_at_step", 0))
   start = int(jax.device_get(state.step))
@@ -342,23 +372,22 @@ def run(config, workdir: str):
     ctx = [contexts[i] for i in rows]
     host_row, texts, gold = iteration_metrics(out, ctx, setup, is_synthetic)
     row = {**metrics, **host_row, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
-    writer.write(it, row)
+    stage.writer.write(it, row)
     progress.update(1, score=row["objective/scores"], kl=row["objective/kl"])
     if config.train.sample_every and (it % config.train.sample_every == 0 or it == 1):
-      write_samples(workdir, writer, it, ctx, texts, jax.device_get(out["scores"]), gold,
-                    config.train.num_samples_shown)
-    if checkpointer.should_save(it, last):
-      checkpointer.save(it, state, batches.get_state())
+      write_samples(stage.workdir, stage.writer, it, ctx, texts, jax.device_get(out["scores"]),
+                    gold, config.train.num_samples_shown)
+    if stage.checkpointer.should_save(it, last):
+      stage.checkpointer.save(it, state, batches.get_state())
   progress.close()
-  checkpointer.wait()
+  stage.checkpointer.wait()
   result = None
   if int(jax.device_get(state.step)) >= total:
     from hh_jax.eval import kl_reward  # pylint: disable=g-import-not-at-top
-    result = kl_reward.final_eval(setup, state, workdir, is_synthetic)
-    runner.save_json(workdir, "ppo_eval.json", result)
+    result = kl_reward.final_eval(setup, state, stage.workdir, is_synthetic)
+    stage.save_json("ppo_eval.json", result)
     print(json.dumps(result), flush=True)
-  checkpointer.close()
-  writer.close()
+  stage.close()
   return state, result
 
 
