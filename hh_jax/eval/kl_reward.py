@@ -97,7 +97,7 @@ def plot_pm_vs_sqrt_kl(path: str, sqrt_kl, scores, fit: dict) -> None:
   ax.set_title("PM reward vs √KL during PPO")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
@@ -120,7 +120,7 @@ def plot_gold_vs_sqrt_kl(path: str, ppo_d, ppo_r, bon_d, bon_r, fits: dict) -> N
   ax.set_title("Gold reward vs √KL: PPO and best-of-n")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
@@ -136,7 +136,7 @@ def plot_robustness(path: str, sqrt_kl, train, test, parted) -> None:
   ax.set_title("Train-PM vs test-PM during PPO")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
