@@ -131,6 +131,16 @@ def _newton(a, b, s, w, m: int, prior_sd: float, iters: int = 100) -> np.ndarray
   return e
 
 
+def _prepare(games: Sequence[Game], reference: str | None, models: Sequence[str] | None):
+  """(models, reference, (a, b, s)) after the checks that fit and bootstrap share."""
+  if not games:
+    raise UserError("Elo needs at least one game; the judge produced none")
+  models = _models_of(games, models)
+  reference = models[0] if reference is None else reference
+  _check(games, models, reference)
+  return models, reference, _index(games, models)
+
+
 def fit(games: Sequence[Game], reference: str | None = None, reference_elo: float = 0.0,
         models: Sequence[str] | None = None, prior_sd: float = PRIOR_SD) -> dict[str, float]:
   """Maximum-likelihood (weak-prior MAP) Elo per model, the reference at `reference_elo`.
@@ -138,12 +148,7 @@ def fit(games: Sequence[Game], reference: str | None = None, reference_elo: floa
   models: the order (and set) of names; default: order of first appearance in `games`.
   reference: default the first model.
   """
-  if not games:
-    raise UserError("Elo needs at least one game; the judge produced none")
-  models = _models_of(games, models)
-  reference = models[0] if reference is None else reference
-  _check(games, models, reference)
-  a, b, s = _index(games, models)
+  models, reference, (a, b, s) = _prepare(games, reference, models)
   e = _newton(a, b, s, np.ones_like(s), len(models), prior_sd)
   e = e - e[models.index(reference)] + reference_elo
   return {m: float(x) for m, x in zip(models, e)}
@@ -162,12 +167,7 @@ def bootstrap(games: Sequence[Game], reference: str | None = None, reference_elo
     raise UserError(f"confidence must be in (0, 1), got {confidence}")
   if samples < 2:
     raise UserError(f"bootstrap needs at least 2 samples, got {samples}")
-  if not games:
-    raise UserError("Elo needs at least one game; the judge produced none")
-  models = _models_of(games, models)
-  reference = models[0] if reference is None else reference
-  _check(games, models, reference)
-  a, b, s = _index(games, models)
+  models, reference, (a, b, s) = _prepare(games, reference, models)
   rng = np.random.default_rng(seed)
   n, ref = len(s), models.index(reference)
   fits = np.zeros((samples, len(models)))  # [samples, models]
