@@ -57,6 +57,15 @@ def header(stage: str, *, seed: int = 0, size: str | None = None, mesh: bool = T
   return c
 
 
+def upstream(c, init: str = "", pm: str | None = None):
+  """The one way stages chain: `init.workdir` is the run this stage starts from (or samples
+  from), `pm.workdir` the PM it consults. Every stage config names its sources so."""
+  c.init = ml_collections.ConfigDict({"workdir": init})
+  if pm is not None:
+    c.pm = ml_collections.ConfigDict({"workdir": pm})
+  return c
+
+
 def distributed():
   """Multi-process settings; empty means: the environment's, automatic on TPU VMs, or none.
 

@@ -13,8 +13,8 @@ def get_config(arg=None):
   small = a["size"] in models.SMALL
   c = common.header("distill", size=a["size"])  # model: replaced by the init run's when the stage starts
 
+  common.upstream(c, init=a["init"])  # the LM: student and teacher
   c.distill = ml_collections.ConfigDict()
-  c.distill.init_workdir = a["init"]
   c.distill.prompt = "short" if small else "full"  # see hh_jax/data/hhh_prompt.py
   c.distill.top_k = 50  # teacher log-probs kept per token, as in the paper
 

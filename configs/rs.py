@@ -13,9 +13,8 @@ def get_config(arg=None):
   small = a["size"] in models.SMALL
   c = common.header("rs")
 
+  common.upstream(c, init=a["policy"], pm=a["pm"])  # policy: an LM, distill or PPO run
   c.rs = ml_collections.ConfigDict()
-  c.rs.policy_workdir = a["policy"]  # an LM or distilled run: params + tokenizer
-  c.rs.pm_workdir = a["pm"]
   c.rs.scorer = "pm" if a["pm"] else "gold"
   c.rs.k = a["k"]
   c.rs.batch_size = 64 if small else 256  # sampler rows per call

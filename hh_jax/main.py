@@ -25,11 +25,24 @@ STAGES = {
     "ppo": "hh_jax.rl.ppo_stage",
 }
 
+# The per-stage spellings of a stage's sources before they became one convention
+# (`init.workdir`: the run a stage starts or samples from; `pm.workdir`: the PM it consults).
+RENAMED_KEYS = {"distill.init_workdir": "init.workdir", "rs.policy_workdir": "init.workdir",
+                "rs.pm_workdir": "pm.workdir", "eval.pm_workdir": "pm.workdir"}
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/lm.py:size=tiny")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config")
 
 
+def _renamed(key: str) -> str:
+  return f"--config.{key} is now --config.{RENAMED_KEYS[key]}; pass that instead"
+
+
 def run(config, workdir: str):
+  for old in RENAMED_KEYS:
+    section, field = old.split(".")
+    if field in (config.get(section) or {}):
+      raise UserError(_renamed(old))
   stage = config.get("stage")
   if stage not in STAGES:
     raise UserError(f"config.stage={stage!r} is not a stage; use one of {', '.join(STAGES)}")
@@ -62,6 +75,9 @@ def main():
 def _parse_flags(argv):
   """absl parsing, with config-file and override mistakes reduced to one line."""
   for a in argv:
+    key = a.split("=")[0][len("--config."):]
+    if a.startswith("--config.") and key in RENAMED_KEYS:
+      _fail(_renamed(key))
     if a.startswith("--config="):
       path = a[len("--config="):].split(":")[0]
       if not os.path.isfile(path):

@@ -90,7 +90,7 @@ def test_stage_runs_from_an_lm_workdir(tmp_path):
   c.data.seq_len = 250
   with pytest.raises(UserError, match="max_len"):
     distill.run(c, str(tmp_path / "bad"))
-  c.distill.init_workdir = ""
+  c.init.workdir = ""
   with pytest.raises(UserError):
     distill.run(c, str(tmp_path / "bad2"))
 

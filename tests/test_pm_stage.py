@@ -60,7 +60,7 @@ def test_scorer_normalizes_and_keeps_order(pipeline):
 def test_pm_eval_synthetic(pipeline):
   root, dirs = pipeline
   c = eval_config.get_config("data=synthetic,runlocal=True")
-  c.eval.pm_workdir = dirs["pm"]
+  c.pm.workdir = dirs["pm"]
   out = main.run(c, str(root / "eval_syn"))
   for k in ("accuracy", "ece", "by_turns", "gold_agreement", "spearman_gold"):
     assert k in out
@@ -73,7 +73,7 @@ def test_pm_eval_synthetic(pipeline):
 def test_pm_eval_on_hh_rlhf_file(pipeline, hh_sample_dir):
   root, dirs = pipeline
   c = eval_config.get_config()
-  c.eval.pm_workdir = dirs["pm"]
+  c.pm.workdir = dirs["pm"]
   c.eval.files = str(hh_sample_dir / "harmless-base" / "test.jsonl.gz")
   c.eval.seq_len = 32
   out = main.run(c, str(root / "eval_hh"))

@@ -459,3 +459,4 @@ def test_stage_adds_fewshot_prompts_written_by_the_lm(runs, tmp_path):
   extra = texts[c.prompts.num:]
   assert len(texts) == len(ids) and 0 < len(extra) <= 6
   assert all(t.startswith("\n\nHuman: ") and t.endswith("\n\nAssistant:") for t in extra)
+

@@ -61,5 +61,5 @@ def test_stage_with_the_gold_scorer(tmp_path):
   with open(os.path.join(out, "rs_best.jsonl")) as f:
     assert len(f.readlines()) == 4
   cfg.rs.scorer = "pm"
-  with pytest.raises(UserError, match="pm_workdir"):
+  with pytest.raises(UserError, match="pm.workdir"):
     rs.run(cfg, out)

@@ -49,7 +49,7 @@ def test_plan_shares_one_lm_per_rung_and_spells_out_overrides(tmp_path):
   assert f"--config.init.workdir={lm.workdir}" in pm.overrides
   assert "--config.data.num_train=32" in pm.overrides and "--config.mesh.data=1" in pm.overrides
   assert pm.config == "configs/pm.py:size=nano,runlocal=True"
-  assert f"--config.eval.pm_workdir={pm.workdir}" in ev.overrides
+  assert f"--config.pm.workdir={pm.workdir}" in ev.overrides
   assert "--config.eval.synthetic_pairs=24" in ev.overrides
   assert not any("mesh" in o for o in ev.overrides)  # pm_eval has no mesh
   assert points[0].model == models.get("nano").to_dict()
@@ -191,7 +191,7 @@ def test_pod_dry_run_prints_a_sequence_per_point(capsys, monkeypatch):
     lm_dir = f"gs://bkt/sweeps/lad/lm/{size}-s0"
     assert f"--workdir={point_dir}/pm" in runs[-2] and f"--workdir={point_dir}/eval" in runs[-1]
     assert f"--config.init.workdir={lm_dir}" in runs[-2]
-    assert f"--config.eval.pm_workdir={point_dir}/pm" in runs[-1]
+    assert f"--config.pm.workdir={point_dir}/pm" in runs[-1]
     assert ("--workdir=" + lm_dir in runs[0]) == first_of_rung  # each LM trains once
     for r in runs[:-1]:  # LM and PM runs get the mesh overrides; pm_eval has no mesh
       assert "--config.mesh.fsdp=16" in r and "--config.data.seq_len=512" in r

@@ -49,19 +49,19 @@ def run(config, workdir: str):
   stage = runner.open_stage(config, workdir, mesh_fn=None)  # the scorer makes its own mesh
   workdir = stage.workdir
   ev = config.eval
-  if not ev.pm_workdir:
-    raise UserError("pass --config.eval.pm_workdir=DIR, the PM run to evaluate")
+  if not config.pm.workdir:
+    raise UserError("pass --config.pm.workdir=DIR, the PM run to evaluate")
   stage.write_config()
   pairs, kind = load_pairs(ev, config.seed)
   if not pairs:
     raise UserError("no comparisons to evaluate in the given files")
-  scorer = reward.PMScorer.from_workdir(ev.pm_workdir, batch_size=ev.batch_size,
+  scorer = reward.PMScorer.from_workdir(config.pm.workdir, batch_size=ev.batch_size,
                                         seq_len=ev.seq_len or None)
   contexts = [p.context for p in pairs]
   chosen = scorer.score_raw(contexts, [p.chosen for p in pairs]).astype(np.float64)
   rejected = scorer.score_raw(contexts, [p.rejected for p in pairs]).astype(np.float64)
   out = preference.summary(chosen, rejected, [p.turns for p in pairs], ev.num_bins)
-  out.update(pm_workdir=files.abspath(ev.pm_workdir), data=kind,
+  out.update(pm_workdir=files.abspath(config.pm.workdir), data=kind,
              files=[p for p in str(ev.files or "").split(",") if p])
   plots.reliability_diagram(out["calibration"], out["ece"], files.join(workdir,
                                                                          "reliability.png"))

@@ -102,13 +102,13 @@ def make_scorer(config, mesh) -> tuple[Scorer, str]:
   if config.rs.scorer == "gold":
     if config.data.source != "synthetic":
       raise UserError("rs.scorer='gold' exists only on the synthetic task; "
-                      "set --config.rs.pm_workdir and rs.scorer=pm")
+                      "set --config.pm.workdir and rs.scorer=pm")
     return labelers.GoldScorer(), "gold"
   if config.rs.scorer == "pm":
-    if not config.rs.pm_workdir:
-      raise UserError("rs.scorer='pm' needs --config.rs.pm_workdir=PM_WORKDIR")
+    if not config.pm.workdir:
+      raise UserError("rs.scorer='pm' needs --config.pm.workdir=PM_WORKDIR")
     from hh_jax.rl import reward  # the PM stage's scorer
-    return reward.PMScorer.from_workdir(config.rs.pm_workdir, mesh), "pm"
+    return reward.PMScorer.from_workdir(config.pm.workdir, mesh), "pm"
   raise UserError(f"rs.scorer={config.rs.scorer!r}; use 'pm' or 'gold'")
 
 
@@ -124,8 +124,8 @@ def make_mesh(config):
 
 def run(config, workdir: str):
   """Best-of-k over the configured prompts; writes pairs, best responses and the table."""
-  if not config.rs.policy_workdir:
-    raise UserError("rejection sampling needs a policy: pass --config.rs.policy_workdir=DIR "
+  if not config.init.workdir:
+    raise UserError("rejection sampling needs a policy: pass --config.init.workdir=DIR "
                     "(an LM or distilled run)")
   k = int(config.rs.k)
   ks = [x for x in (1, 2, 4, 8, 16, 32, 64) if x <= k]
@@ -134,7 +134,7 @@ def run(config, workdir: str):
   stage = runner.open_stage(config, workdir, make_mesh)
   workdir, mesh = stage.workdir, stage.mesh
   stage.write_config()
-  model_cfg, params, tok = params_lib.load_lm(config.rs.policy_workdir, mesh)
+  model_cfg, params, tok = params_lib.load_lm(config.init.workdir, mesh)
   scorer, scorer_name = make_scorer(config, mesh)
   contexts, is_synthetic = load_contexts(config)
 

@@ -187,12 +187,12 @@ def validate(config, model_cfg, prompt_len: int) -> None:
 
 def run(config, workdir: str):
   """The distillation stage; returns (final state, eval dict). Reruns resume."""
-  if not config.distill.init_workdir:
+  if not config.init.workdir:
     raise UserError("context distillation starts from an LM: pass "
-                    "--config.distill.init_workdir=LM_WORKDIR (or configs/distill.py:init=DIR)")
+                    "--config.init.workdir=LM_WORKDIR (or configs/distill.py:init=DIR)")
   stage = runner.open_stage(config, workdir)
   mesh = stage.mesh
-  init_dir = files.abspath(config.distill.init_workdir)
+  init_dir = files.abspath(config.init.workdir)
   model_cfg, teacher_params, tok = params_lib.load_lm(init_dir, mesh)
   prompt_ids = tok.encode(hhh_prompt.get(config.distill.prompt))
   validate(config, model_cfg, len(prompt_ids))

@@ -174,7 +174,7 @@ def pm_config(size, n, init, sw, seed):
 def eval_config(pm_dir: str, sw):
   """pm_eval of one PM on fresh noise-free synthetic pairs (seed fixed: same for all points)."""
   c = eval_cfg.get_config(f"data=synthetic,runlocal={sw.runlocal}")
-  c.eval.pm_workdir = pm_dir
+  c.pm.workdir = pm_dir
   c.eval.synthetic_pairs = sw.eval_pairs
   c.eval.mixture = sw.mixture
   c.eval.batch_size = sw.batch_size
