@@ -31,7 +31,9 @@ def get_config(arg=None):
   pm_fields(c, small)
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = a["data"]  # synthetic | hh_rlhf
+  # synthetic | hh_rlhf, or several comma-separated ("synthetic,hh_rlhf": synthetic pairs
+  # plus every pair of train_files, as the online loop's "old + new comparisons").
+  c.data.source = a["data"]
   c.data.train_files = ""  # hh_rlhf: comma-separated jsonl(.gz)
   c.data.eval_files = ""  # hh_rlhf: held-out files for the in-training eval
   c.data.eval_fraction = 0.05  # hh_rlhf without eval_files: share of train_files held out

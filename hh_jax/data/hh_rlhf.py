@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import os
 import random
 from typing import Sequence
@@ -172,3 +173,20 @@ def read(root: str, subsets: Sequence[str] = ("harmless-base",), split: str = "t
     pairs += p
     rep = rep.merge(r)
   return pairs, rep
+
+
+def to_line(pair: Pair) -> str:
+  """One comparison as a line of the published format (`read_file` reads it back)."""
+  return json.dumps({"chosen": pair.context + pair.chosen,
+                     "rejected": pair.context + pair.rejected}) + "\n"
+
+
+def write_file(path: str, pairs: Sequence[Pair]) -> int:
+  """Writes comparisons as hh-rlhf jsonl (local or gs://); returns how many were written.
+
+  Every producer of new comparisons (the online loop's labeler, rejection sampling) writes
+  this format, so a PM run trains on them like on the published files.
+  """
+  from hh_jax import files  # pylint: disable=g-import-not-at-top
+  files.write_text(path, "".join(to_line(p) for p in pairs))
+  return len(pairs)

@@ -171,15 +171,36 @@ def read_pair_files(paths, max_bad_share: float = hh_rlhf.DEFAULT_MAX_BAD_SHARE)
   return out
 
 
+SOURCES = ("synthetic", "hh_rlhf", "pmp")
+
+
 def build_pairs(config, workdir):
-  """(train pairs, held-out pairs) for the configured source."""
+  """(train pairs, held-out pairs) of the configured sources, concatenated.
+
+  `data.source` may name several ("synthetic,hh_rlhf"): the online loop trains each new PM
+  on the old comparisons (synthetic or published) plus the files it labeled since.
+  """
+  names = [s.strip() for s in str(config.data.source).split(",") if s.strip()]
+  bad = [s for s in names if s not in SOURCES]
+  if bad or not names:
+    raise UserError(f"data.source={config.data.source!r}; use one or more of "
+                    f"{', '.join(SOURCES)}, comma-separated")
+  train, held = [], []
+  for name in names:
+    t, h = source_pairs(config, workdir, name)
+    train, held = train + t, held + h
+  return train, held
+
+
+def source_pairs(config, workdir, source: str):
+  """(train pairs, held-out pairs) of one source."""
   d = config.data
-  if d.source == "synthetic":
+  if source == "synthetic":
     from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
     train = synthetic.comparisons(d.num_train, config.seed, d.mixture, d.temperature)
     held = synthetic.comparisons(d.num_eval, config.seed + 1000, d.mixture, 0.0)
     return train, held
-  if d.source == "hh_rlhf":
+  if source == "hh_rlhf":
     train_files = _files(d.train_files)
     if not train_files:
       raise UserError("data.source='hh_rlhf' needs --config.data.train_files=PATH[,PATH] "
@@ -196,12 +217,10 @@ def build_pairs(config, workdir):
                                               f"pm-heldout/{config.seed}")
       print(f"pm: no data.eval_files; held out {len(held)} of the {len(held) + len(train)} "
             f"training pairs (data.eval_fraction={fraction:g})", flush=True)
-    if d.num_train:
+    if d.num_train and str(d.source).strip() == "hh_rlhf":  # with other sources: every file pair
       train = train[:d.num_train]
     return train, held
-  if d.source == "pmp":
-    return pmp_pairs(config, workdir)
-  raise UserError(f"data.source={d.source!r}; use 'synthetic', 'hh_rlhf' or 'pmp'")
+  return pmp_pairs(config, workdir)
 
 
 def pmp_pairs(config, workdir):
