@@ -337,7 +337,7 @@ class LMLogLik:
     if ids[:len(ctx)] == ctx:
       start = len(ctx)
     else:
-      start = next(i for i, (x, y) in enumerate(zip(ctx, ids)) if x != y)
+      start = next((i for i, (x, y) in enumerate(zip(ctx, ids)) if x != y), len(ids) - 1)
     start = min(start, len(ids) - 1)  # at least one token scored
     cut = max(0, len(ids) - 1 - self.max_len)
     return ids[cut:], max(1, start - cut)
