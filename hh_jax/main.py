@@ -23,6 +23,7 @@ STAGES = {
     "distill": "hh_jax.train.distill",
     "rs": "hh_jax.rl.rejection_sampling",
     "ppo": "hh_jax.rl.ppo_stage",
+    "online": "hh_jax.rl.online",
 }
 
 # The per-stage spellings of a stage's sources before they became one convention

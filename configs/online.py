@@ -1,0 +1,42 @@
+"""Iterated online RLHF: `--config=configs/online.py:init=POLICY,pm=PM,lm=LM[,size=tiny,runlocal=True]`.
+
+`init` is the initial policy (PPO of every iteration starts from it), `pm` the PM before the
+loop (it picks the first iteration's rejection samples), `lm` the LM (or PMP) run each new PM
+starts from. `pm_stage` and `ppo_stage` are the PM and PPO stage configs each iteration runs
+(their sources are filled in by the loop); override any of their fields as usual, e.g.
+`--config.ppo_stage.train.total_steps=60`.
+"""
+import ml_collections
+
+from configs import common, models
+from configs import pm as pm_config
+from configs import ppo as ppo_config
+
+
+def get_config(arg=None):
+  a = common.parse_arg(arg, size="tiny", init="", pm="", lm="", iterations=2, runlocal=False)
+  small = a["size"] in models.SMALL
+  c = common.header("online", mesh=False)
+  common.upstream(c, init=a["init"], pm=a["pm"])
+  sub = f"size={a['size']},runlocal={a['runlocal']}"
+  c.pm_stage = pm_config.get_config(sub)
+  c.ppo_stage = ppo_config.get_config(sub)
+
+  c.online = ml_collections.ConfigDict()
+  c.online.iterations = a["iterations"]
+  c.online.pm_init_workdir = a["lm"]
+  c.online.prompts_per_iteration = 512 if small else 20_000
+  c.online.seed = 500  # fresh prompts per iteration: seed + 1000 * iteration
+  c.online.rs_share = 0.5  # response B: best-of-k by the current PM this often, else an earlier policy
+  c.online.rs_k = 4
+  c.online.label_temperature = 0.5  # the simulated labeler's Bradley-Terry noise
+  c.online.human_files = ""  # one hh-rlhf jsonl of human judgments per iteration, instead
+  c.online.test_fraction = 0.2  # of each iteration's comparisons: its test split
+  c.online.elo_prompts = 128
+  c.online.elo_seed = 4242
+
+  if a["runlocal"]:
+    c.online.prompts_per_iteration = 16
+    c.online.rs_k = 2
+    c.online.elo_prompts = 8
+  return c

@@ -1,0 +1,262 @@
+"""Iterated online RLHF (Bai et al. 2022 §4.5): deploy, collect comparisons, retrain the PM,
+rerun PPO, and keep score.
+
+Each iteration i, in `WORKDIR/iter_<i>/`:
+  1. comparisons.jsonl (+ comparisons_test.jsonl, its held-out split): fresh prompts, two
+     responses each, drawn from the current best policy and a mix of rejection-sampled
+     responses (best-of-k by the current PM) and earlier policies, labeled by the gold labeler
+     with Bradley-Terry noise, or read from a human-judgment file in the hh-rlhf format;
+  2. pm/: a PM stage trained from `online.pm_init_workdir` on the old comparisons (the
+     configured PM data) plus every comparisons.jsonl so far;
+  3. ppo/: a PPO stage from the initial policy (`init.workdir`) against that PM;
+  4. one entry appended to `online_record.json`: comparisons added, the new PM's accuracy
+     on its own and every earlier test split, the PPO result, and the Elo of every policy
+     so far (gold judge, bootstrap intervals) on fixed evaluation prompts.
+Sub-stages run through `hh_jax.main.run`, so each resumes itself; the record is the marker
+that an iteration is finished, and files are written whole (write, then rename), so a killed
+loop rerun with the same command continues in the stage it was in.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+
+import jax
+import numpy as np
+
+from hh_jax import files
+from hh_jax.data import hh_rlhf
+from hh_jax.errors import UserError
+from hh_jax.eval import elo as elo_lib
+from hh_jax.model import params as params_lib
+from hh_jax.model import sampling
+from hh_jax.parallel import mesh as mesh_lib
+from hh_jax.rl import labelers
+from hh_jax.rl import prompts as prompts_lib
+from hh_jax.rl import reward
+
+RECORD = "online_record.json"
+INITIAL = "initial"
+
+
+def policy_name(i: int) -> str:
+  return f"online_{i}"
+
+
+class Record:
+  """`online_record.json`: the config's sources and one entry per finished iteration."""
+
+  def __init__(self, workdir: str):
+    self.path = files.join(workdir, RECORD)
+    self.data = files.read_json(self.path) if files.exists(self.path) else {"iterations": []}
+
+  @property
+  def iterations(self) -> list[dict]:
+    return self.data["iterations"]
+
+  def append(self, entry: dict) -> None:
+    self.data["iterations"].append(entry)
+    if jax.process_index() == 0:
+      files.write_json(self.path, self.data, indent=2, sort_keys=True)
+
+
+class Policies:
+  """Samplers of the policies deployed so far, loaded once each, on one mesh."""
+
+  def __init__(self, mesh, settings_for):
+    self.mesh, self.settings_for = mesh, settings_for
+    self._loaded = {}
+
+  def get(self, workdir: str):
+    if workdir not in self._loaded:
+      cfg, params, tok = params_lib.load_lm(workdir, self.mesh)
+      self._loaded[workdir] = (sampling.Sampler(cfg, params, self.mesh, batch_size=32), tok)
+    return self._loaded[workdir]
+
+  def respond(self, workdir: str, contexts, key, k: int = 1) -> list[list[str]]:
+    """k sampled responses per context: [n][k] texts."""
+    sampler, tok = self.get(workdir)
+    from hh_jax.rl import rejection_sampling  # pylint: disable=g-import-not-at-top
+    return rejection_sampling.sample_k(sampler, tok, contexts, k, key, self.settings_for(tok),
+                                       sampler.batch_size)
+
+
+def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
+            out: str, out_test: str) -> dict:
+  """Writes this iteration's comparisons (and their held-out split); returns counts."""
+  o = c.online
+  prompt_cfg = copy.deepcopy(c.ppo_stage.prompts)
+  contexts = prompts_lib.contexts(prompt_cfg, num=o.prompts_per_iteration,
+                                  seed=o.seed + 1000 * iteration)
+  if o.human_files:
+    paths = [p for p in str(o.human_files).split(",") if p]
+    if iteration > len(paths):
+      raise UserError(f"online.human_files names {len(paths)} files but iteration {iteration} "
+                      "needs one; add a file of human judgments per iteration")
+    new, _ = hh_rlhf.read_file(paths[iteration - 1])
+  else:
+    key = jax.random.PRNGKey(o.seed + iteration)
+    names = list(deployed)
+    latest = deployed[names[-1]]
+    a = [r[0] for r in policies.respond(latest, contexts, jax.random.fold_in(key, 0))]
+    rng = random.Random(f"online/{o.seed}/{iteration}")
+    # B: best-of-k of the latest policy by the current PM, or one of the earlier policies.
+    use_rs = [rng.random() < o.rs_share for _ in contexts]
+    b = [""] * len(contexts)
+    rs_rows = [j for j, u in enumerate(use_rs) if u]
+    if rs_rows:
+      cands = policies.respond(latest, [contexts[j] for j in rs_rows],
+                               jax.random.fold_in(key, 1), k=o.rs_k)
+      scorer = reward.PMScorer.from_workdir(pm_dir, policies.mesh)
+      for j, cs in zip(rs_rows, cands):
+        s = scorer.score([contexts[j]] * len(cs), cs)
+        b[j] = cs[int(np.argmax(s))]
+    others = [j for j, u in enumerate(use_rs) if not u]
+    by_policy: dict[str, list[int]] = {}
+    for j in others:
+      by_policy.setdefault(deployed[rng.choice(names)], []).append(j)
+    for n, (wd, rows) in enumerate(sorted(by_policy.items())):
+      for j, r in zip(rows, policies.respond(wd, [contexts[j] for j in rows],
+                                             jax.random.fold_in(key, 2 + n))):
+        b[j] = r[0]
+    new = []
+    for ctx, ra, rb in zip(contexts, a, b):
+      if ra.strip() and rb.strip() and ra.strip() != rb.strip():
+        new.append(labelers.label_pair(ctx, ra, rb, o.label_temperature, rng))
+  held, train = hh_rlhf.hold_out_contexts(new, round(o.test_fraction * len(new)),
+                                          f"online/{iteration}")
+  if jax.process_index() == 0:
+    hh_rlhf.write_file(out_test, held)
+    hh_rlhf.write_file(out, train)  # last: its presence marks the collection done
+  return {"comparisons": len(train), "test_comparisons": len(held)}
+
+
+def pm_accuracy(pm_dir: str, path: str, mesh) -> float | None:
+  """Share of a file's comparisons the PM orders like the labels (ties count half)."""
+  pairs, _ = hh_rlhf.read_file(path)
+  if not pairs:
+    return None
+  scorer = reward.PMScorer.from_workdir(pm_dir, mesh)
+  sc = scorer.score_raw([p.context for p in pairs], [p.chosen for p in pairs])
+  sr = scorer.score_raw([p.context for p in pairs], [p.rejected for p in pairs])
+  return float(np.mean((sc > sr) + 0.5 * (sc == sr)))
+
+
+def elo_table(c, policies: Policies, deployed: dict, workdir: str) -> dict:
+  """Elo of every deployed policy by the gold judge on fixed prompts (responses cached)."""
+  o = c.online
+  prompt_cfg = copy.deepcopy(c.ppo_stage.prompts)
+  contexts = prompts_lib.contexts(prompt_cfg, num=o.elo_prompts, seed=o.elo_seed)
+  responses = {}
+  for n, (name, wd) in enumerate(deployed.items()):
+    path = files.join(workdir, "responses", f"{name}.json")
+    if files.exists(path):
+      responses[name] = files.read_json(path)
+    else:
+      responses[name] = [r[0] for r in policies.respond(wd, contexts, jax.random.PRNGKey(
+          o.elo_seed + n))]
+      if jax.process_index() == 0:
+        files.write_json(path, responses[name])
+  games = elo_lib.play(contexts, responses, elo_lib.GoldJudge())
+  gold = {m: float(np.mean([labelers.gold_score(x, r) for x, r in zip(contexts, rs)]))
+          for m, rs in responses.items()}
+  rep = elo_lib.report(games, reference=INITIAL, judge="gold", seed=o.seed)
+  for row in rep["models"]:
+    row["gold"] = gold[row["name"]]
+  return rep
+
+
+def _stage_done(workdir: str, marker: str) -> bool:
+  return files.exists(files.join(workdir, marker))
+
+
+def run_stage(cfg, workdir: str, marker: str, label: str) -> float:
+  """Runs (or resumes) one sub-stage unless its `marker` file says it finished; seconds."""
+  from hh_jax import main  # pylint: disable=g-import-not-at-top
+  if _stage_done(workdir, marker):
+    return 0.0
+  t0 = time.perf_counter()
+  main.run(cfg, workdir)
+  dt = time.perf_counter() - t0
+  print(f"online: {label} done in {dt:.0f} s", flush=True)
+  return dt
+
+
+def run(config, workdir: str):
+  """The online stage; returns the record. Rerun with the same command to resume."""
+  o = config.online
+  if not config.init.workdir:
+    raise UserError("the online loop starts from a policy: pass --config.init.workdir=DIR "
+                    "(an LM, distill or PPO run)")
+  if not o.pm_init_workdir:
+    raise UserError("each online PM starts from an LM or PMP run: pass "
+                    "--config.online.pm_init_workdir=DIR")
+  if not config.pm.workdir:
+    raise UserError("the first iteration's rejection sampling needs a PM: pass "
+                    "--config.pm.workdir=PM_RUN")
+  workdir = files.abspath(workdir)
+  files.makedirs(workdir)
+  mesh = mesh_lib.one_device_mesh()
+  record = Record(workdir)
+  t = config.ppo_stage.sampling
+
+  def settings_for(tok):
+    return sampling.Settings(max_new_tokens=t.max_new_tokens, temperature=1.0,
+                             stop_ids=sampling.stop_ids_for(tok), pad_id=tok.pad_id)
+
+  policies = Policies(mesh, settings_for)
+  deployed = {INITIAL: files.abspath(config.init.workdir)}
+  pm_dir = files.abspath(config.pm.workdir)
+  comparison_files, test_files = [], []
+  for i in range(1, int(o.iterations) + 1):
+    it = files.join(workdir, f"iter_{i}")
+    comp, test = files.join(it, "comparisons.jsonl"), files.join(it, "comparisons_test.jsonl")
+    done = i <= len(record.iterations)
+    t0 = time.perf_counter()
+    if not done and not files.exists(comp):
+      counts = collect(config, policies, deployed, pm_dir, i, comp, test)
+      print(f"online: iteration {i} comparisons {counts}", flush=True)
+    comparison_files.append(comp)
+    test_files.append(test)
+    pm_cfg = copy.deepcopy(config.pm_stage)
+    with pm_cfg.unlocked():
+      pm_cfg.init.workdir = files.abspath(o.pm_init_workdir)
+      pm_cfg.data.source = ",".join(dict.fromkeys(
+          [s for s in str(pm_cfg.data.source).split(",") if s and s != "hh_rlhf"] + ["hh_rlhf"]))
+      pm_cfg.data.train_files = ",".join([f for f in str(pm_cfg.data.train_files).split(",")
+                                          if f] + comparison_files)
+      pm_cfg.data.eval_fraction = 0.0  # the online test splits are held out already
+    new_pm = files.join(it, "pm")
+    if not done:
+      run_stage(pm_cfg, new_pm, "reward_stats.json", f"iteration {i} PM")
+    ppo_cfg = copy.deepcopy(config.ppo_stage)
+    with ppo_cfg.unlocked():
+      ppo_cfg.init.workdir = deployed[INITIAL]
+      ppo_cfg.pm.workdir = new_pm
+    new_policy = files.join(it, "ppo")
+    if not done:
+      run_stage(ppo_cfg, new_policy, "ppo_eval.json", f"iteration {i} PPO")
+    deployed[policy_name(i)] = new_policy
+    pm_dir = new_pm
+    if done:
+      continue
+    counts = {"comparisons": len(hh_rlhf.read_file(comp)[0]),
+              "test_comparisons": len(hh_rlhf.read_file(test)[0])}
+    accuracy = {f"iter_{j + 1}": pm_accuracy(new_pm, f, mesh) for j, f in enumerate(test_files)}
+    ppo_eval = files.read_json(files.join(new_policy, "ppo_eval.json"))
+    rep = elo_table(config, policies, deployed, workdir)
+    entry = {"iteration": i, **counts, "pm_accuracy": accuracy,
+             "ppo": {k: ppo_eval.get(k) for k in ("gold_initial", "gold_final", "gold_sem",
+                                                 "pm_initial", "pm_final", "kl", "sqrt_kl_r2")},
+             "elo": rep["models"], "seconds": time.perf_counter() - t0}
+    record.append(entry)
+    elo_lib.write(files.join(workdir, "elo.json"), rep)
+    print(f"online: iteration {i} recorded: " + json.dumps(
+        {"pm_accuracy": accuracy, "elo": {r["name"]: round(r["elo"]) for r in rep["models"]}}),
+        flush=True)
+  return record.data
+
+
+__all__ = ["run", "Record", "collect", "pm_accuracy", "elo_table"]

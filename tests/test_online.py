@@ -1,0 +1,72 @@
+"""Iterated online RLHF at the `test` rung: comparisons collected and labeled, PMs retrained
+on old + new, PPO rerun, the record and Elo written, and a rerun redoes nothing."""
+import json
+import os
+
+import pytest
+
+from configs import lm as lm_config
+from configs import online as online_config
+from configs import pm as pm_config
+from hh_jax import main
+from hh_jax.data import hh_rlhf
+from hh_jax.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("online")
+  dirs = {k: str(root / k) for k in ("lm", "pm")}
+  main.run(lm_config.get_config("size=test,runlocal=True"), dirs["lm"])
+  c = pm_config.get_config("size=test,runlocal=True")
+  c.init.workdir = dirs["lm"]
+  c.data.seq_len = 64
+  main.run(c, dirs["pm"])
+  return root, dirs
+
+
+def _config(dirs):
+  c = online_config.get_config(
+      f"size=test,init={dirs['lm']},pm={dirs['pm']},lm={dirs['lm']},runlocal=True")
+  c.pm_stage.data.seq_len = 64
+  c.ppo_stage.train.total_steps = 2
+  c.ppo_stage.eval.num_prompts = 8
+  c.ppo_stage.eval.bon_n = 2
+  c.ppo_stage.eval.bon_prompts = 2
+  return c
+
+
+def test_two_iterations_record_pm_ppo_and_elo(runs):
+  root, dirs = runs
+  work = str(root / "loop")
+  record = main.run(_config(dirs), work)
+  its = record["iterations"]
+  assert [e["iteration"] for e in its] == [1, 2]
+  for i, e in enumerate(its, start=1):
+    it = os.path.join(work, f"iter_{i}")
+    pairs, _ = hh_rlhf.read_file(os.path.join(it, "comparisons.jsonl"))
+    assert len(pairs) == e["comparisons"] > 0
+    assert os.path.exists(os.path.join(it, "pm", "reward_stats.json"))
+    assert os.path.exists(os.path.join(it, "ppo", "ppo_eval.json"))
+    assert set(e["pm_accuracy"]) == {f"iter_{j}" for j in range(1, i + 1)}
+    assert {r["name"] for r in e["elo"]} == {"initial"} | {f"online_{j}" for j in range(1, i + 1)}
+  # The second PM trained on the first iteration's comparisons too.
+  with open(os.path.join(work, "iter_2", "pm", "config.json")) as f:
+    files = json.load(f)["data"]["train_files"].split(",")
+  assert files == [os.path.join(work, f"iter_{j}", "comparisons.jsonl") for j in (1, 2)]
+  with open(os.path.join(work, "elo.json")) as f:
+    rep = json.load(f)
+  assert rep["reference"] == "initial" and len(rep["models"]) == 3
+  assert all(r["lo"] <= r["elo"] <= r["hi"] for r in rep["models"])
+  # A rerun finds every iteration recorded and changes nothing.
+  mtime = os.path.getmtime(os.path.join(work, "online_record.json"))
+  assert main.run(_config(dirs), work) == record
+  assert os.path.getmtime(os.path.join(work, "online_record.json")) == mtime
+
+
+def test_needs_its_sources(runs, tmp_path):
+  _, dirs = runs
+  c = _config(dirs)
+  c.online.pm_init_workdir = ""
+  with pytest.raises(UserError, match="pm_init_workdir"):
+    main.run(c, str(tmp_path))
