@@ -24,6 +24,7 @@ STAGES = {
     "rs": "hh_jax.rl.rejection_sampling",
     "ppo": "hh_jax.rl.ppo_stage",
     "online": "hh_jax.rl.online",
+    "pipeline": "hh_jax.pipeline",
 }
 
 # The per-stage spellings of a stage's sources before they became one convention

@@ -1,0 +1,76 @@
+"""The whole recipe: `--config=configs/pipeline.py:tiny` (the synthetic task on a laptop) or
+`:hh` (hh-rlhf files: `--config.pm.data.train_files=PATH[,PATH]`), `,runlocal=True` for tests.
+
+LM → PMP → PM → rejection sampling → context distillation → PPO → online iterations → report,
+each stage in WORKDIR/<name>, checkpoint to checkpoint. Every stage's config is nested here
+under its name (`--config.ppo.train.total_steps=60`); the pipeline fills in the sources
+(`init.workdir`, `pm.workdir`). The paper's sizes, for `:hh` at scale: LM and PM 52B, PMP
+on ~9M pairs, PM on the full hh-rlhf (~160k comparisons), PPO with 2k-4k prompts per
+iteration and λ_KL = 0.001, online iterations weekly with ~20k fresh comparisons each.
+"""
+import ml_collections
+
+from configs import common
+from configs import distill as distill_config
+from configs import lm as lm_config
+from configs import online as online_config
+from configs import pm as pm_config
+from configs import pmp as pmp_config
+from configs import ppo as ppo_config
+from configs import rs as rs_config
+
+PRESETS = ("tiny", "hh")
+
+
+def get_config(arg=None):
+  preset = str(arg or "tiny").split(",")[0]
+  if preset not in PRESETS:
+    raise ValueError(f"unknown pipeline preset {preset!r}; use one of {', '.join(PRESETS)}")
+  a = common.parse_arg(",".join(str(arg or "tiny").split(",")[1:]), size="tiny",
+                       iterations=2, runlocal=False)
+  sub = f"size={a['size']},runlocal={a['runlocal']}"
+  c = common.header("pipeline", mesh=False)
+  c.preset = preset
+  c.lm = lm_config.get_config(sub)
+  c.pmp = pmp_config.get_config(sub)
+  c.pm = pm_config.get_config(sub + (",data=hh_rlhf" if preset == "hh" else ""))
+  c.rs = rs_config.get_config(sub)
+  c.distill = distill_config.get_config(sub)
+  c.ppo = ppo_config.get_config(sub)
+  c.online = online_config.get_config(sub + f",iterations={a['iterations']}")
+  c.report = ml_collections.ConfigDict({"elo_prompts": 256, "elo_seed": 777,
+                                        "capability_items": 200})
+
+  if preset == "tiny" and not a["runlocal"]:
+    # Sized so the whole recipe fits a few minutes per stage on a 2-core laptop.
+    c.lm.train.total_steps = 300
+    c.pmp.data.num_pairs = 2000
+    c.pmp.train.total_steps = 40
+    c.pm.data.num_train = 4000
+    c.pm.train.total_steps = 125
+    c.rs.data.num_prompts = 32
+    c.rs.rs.k = 8
+    c.distill.train.total_steps = 100
+    c.ppo.train.total_steps = 100
+    c.online.pm_stage.data.num_train = 2000
+    c.online.pm_stage.train.total_steps = 80
+    c.online.ppo_stage.train.total_steps = 100
+    c.online.online.prompts_per_iteration = 256
+    c.online.online.elo_prompts = 128
+  if preset == "hh":
+    c.ppo.prompts.source = "hh_rlhf"
+    c.online.ppo_stage.prompts.source = "hh_rlhf"
+    c.rs.data.source = "hh_rlhf"
+  if a["runlocal"]:
+    c.distill.data.seq_len = 12  # the HHH prompt (~114 tokens at vocab 512) + this fits max_len 128
+    c.ppo.train.total_steps = 2
+    c.ppo.eval.num_prompts = 8
+    c.ppo.eval.bon_n = 2
+    c.ppo.eval.bon_prompts = 2
+    c.online.ppo_stage.train.total_steps = 2
+    c.online.ppo_stage.eval.num_prompts = 8
+    c.online.ppo_stage.eval.bon_n = 2
+    c.online.ppo_stage.eval.bon_prompts = 2
+    c.report.elo_prompts = 8
+    c.report.capability_items = 16
+  return c

@@ -1,0 +1,178 @@
+"""`report.md` of a pipeline run: what a researcher looks at first, from the stages' outputs.
+
+Everything is computed from files the stages wrote (metrics.jsonl, final_eval.json,
+rs_results.json, ppo_eval.json and its plots, online_record.json) plus one fresh
+evaluation of every policy on prompts no stage trained on: the gold-judged Elo with
+bootstrap intervals (`elo.json`), helpfulness and harmlessness on benign and harmful
+requests (the paper's tension, scored by the synthetic labeler's two halves), and the
+capability probe (the alignment tax).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hh_jax import files
+from hh_jax import metrics as metrics_lib
+from hh_jax.data import synthetic
+from hh_jax.eval import capabilities
+from hh_jax.eval import elo as elo_lib
+from hh_jax.rl import labelers
+from hh_jax.rl import online as online_lib
+
+CURVES = {"lm": "loss", "pmp": "loss", "pm": "loss", "distill": "loss",
+          "ppo": "objective/scores"}
+
+
+def _plt():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def plot_curves(workdir: str, path: str) -> None:
+  """One panel per stage: its training loss (PPO: PM score) against step."""
+  plt = _plt()
+  fig, axes = plt.subplots(1, len(CURVES), figsize=(3.0 * len(CURVES), 2.6))
+  for ax, (stage, key) in zip(axes, CURVES.items()):
+    rows = [r for r in metrics_lib.read_metrics(files.join(workdir, stage)) if key in r]
+    by_step = {r["step"]: r[key] for r in rows}
+    steps = sorted(by_step)
+    ax.plot(steps, [by_step[s] for s in steps], lw=1)
+    ax.set_title(f"{stage}: {key}", fontsize=8)
+    ax.tick_params(labelsize=7)
+  fig.tight_layout()
+  files.save_figure(fig, path, dpi=110)
+  plt.close(fig)
+
+
+def policies(workdir: str, srcs: dict, record: dict) -> dict[str, str]:
+  """Every model worth comparing, oldest first: the LM, the initial policy, PPO, online_i."""
+  out = {"lm": files.join(workdir, "lm"), "initial": srcs["ppo"]["init"],
+         "ppo": files.join(workdir, "ppo")}
+  for e in record.get("iterations", []):
+    i = e["iteration"]
+    out[online_lib.policy_name(i)] = files.join(workdir, "online", f"iter_{i}", "ppo")
+  return out
+
+
+def hh_table(prompts, responses: dict[str, list[str]]) -> list[dict]:
+  """Mean helpfulness and harmlessness per model, on benign and on harmful requests."""
+  rows = []
+  for m, rs in responses.items():
+    row = {"name": m}
+    for kind, want in (("benign", False), ("harmful", True)):
+      idx = [i for i, p in enumerate(prompts) if p.harmful == want]
+      row[f"helpful_{kind}"] = float(np.mean([labelers.helpfulness(prompts[i].context, rs[i])
+                                              for i in idx])) if idx else math.nan
+      row[f"harmless_{kind}"] = float(np.mean([labelers.harmlessness(prompts[i].context, rs[i])
+                                               for i in idx])) if idx else math.nan
+    row["gold"] = float(np.mean([labelers.gold_score(p.context, r) for p, r in zip(prompts, rs)]))
+    rows.append(row)
+  return rows
+
+
+def _md_table(rows: list[dict], cols: list[str], fmt: str = "{:.3f}") -> str:
+  lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+  for r in rows:
+    cells = [r[c] if isinstance(r[c], str) else fmt.format(r[c]) for c in cols]
+    lines.append("| " + " | ".join(str(x) for x in cells) + " |")
+  return "\n".join(lines)
+
+
+def write_report(config, workdir: str, srcs: dict) -> dict:
+  """Evaluates every policy, writes elo.json, elo.png, curves.png and report.md; returns
+  the numbers behind them."""
+  from hh_jax.model import sampling  # pylint: disable=g-import-not-at-top
+  from hh_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  r = config.report
+  rec_path = files.join(workdir, "online", online_lib.RECORD)
+  record = files.read_json(rec_path) if files.exists(rec_path) else {"iterations": []}
+  models = policies(workdir, srcs, record)
+  t = config.ppo.sampling
+
+  def settings_for(tok):
+    return sampling.Settings(max_new_tokens=t.max_new_tokens, temperature=1.0,
+                             stop_ids=sampling.stop_ids_for(tok), pad_id=tok.pad_id)
+
+  pol = online_lib.Policies(mesh_lib.one_device_mesh(), settings_for)
+  prompts = synthetic.prompts(int(r.elo_prompts), int(r.elo_seed), "mixed")
+  contexts = [p.context for p in prompts]
+  import jax  # pylint: disable=g-import-not-at-top
+  responses = {}
+  for n, (name, wd) in enumerate(models.items()):
+    path = files.join(workdir, "report_responses", f"{name}.json")
+    if files.exists(path):
+      responses[name] = files.read_json(path)
+    else:
+      responses[name] = [x[0] for x in pol.respond(wd, contexts, jax.random.PRNGKey(
+          int(r.elo_seed) + n))]
+      files.write_json(path, responses[name])
+  games = elo_lib.play(contexts, responses, elo_lib.GoldJudge())
+  rep = elo_lib.report(games, reference="initial", judge="gold", seed=int(r.elo_seed))
+  elo_lib.write(files.join(workdir, "elo.json"), rep)
+  elo_lib.plot(rep, files.join(workdir, "elo.png"), "gold-judged Elo")
+  hh = hh_table(prompts, responses)
+  caps = {m: capabilities.evaluate(wd, {"synthetic": "synthetic"},
+                                   synthetic_n=int(r.capability_items))
+          for m, wd in models.items()}
+  plot_curves(workdir, files.join(workdir, "curves.png"))
+
+  pm_eval = files.read_json(files.join(workdir, "pm", "final_eval.json")) if files.exists(
+      files.join(workdir, "pm", "final_eval.json")) else {}
+  rs = files.read_json(files.join(workdir, "rs", "rs_results.json")) if files.exists(
+      files.join(workdir, "rs", "rs_results.json")) else {}
+  ppo = files.read_json(files.join(workdir, "ppo", "ppo_eval.json"))
+  timings = files.read_json(files.join(workdir, "timings.json")) if files.exists(
+      files.join(workdir, "timings.json")) else {}
+
+  md = [f"# hh_jax pipeline report ({config.preset})", "",
+        f"Workdir `{workdir}`. Stage wall times (s): " +
+        ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) +
+        f"; total {sum(timings.values()):.0f} s.", "",
+        "## Loss curves", "", "![curves](curves.png)", "",
+        "## Preference model", "",
+        f"Held-out accuracy {pm_eval.get('eval_accuracy', math.nan):.3f} "
+        f"(pref. loss {pm_eval.get('eval_pref_loss', math.nan):.3f}); reward mean/std "
+        f"{pm_eval.get('reward', {}).get('mean', math.nan):.3f} / "
+        f"{pm_eval.get('reward', {}).get('std', math.nan):.3f}.", ""]
+  if rs.get("gold_vs_k"):
+    md += ["## Best-of-k (rejection sampling, PM picks)", "",
+           _md_table([{"k": str(x["k"]), **x} for x in rs["gold_vs_k"]],
+                     ["k", "analytic_kl", "gold", "gold_oracle", "selector_score"]), ""]
+  md += ["## PPO", "",
+         f"Gold {ppo.get('gold_initial', math.nan):.3f} → {ppo.get('gold_final', math.nan):.3f} "
+         f"(SEM of the difference {ppo.get('gold_sem', math.nan):.3f}); PM "
+         f"{ppo['pm_initial']:.3f} → {ppo['pm_final']:.3f}; KL {ppo['kl']:.2f} nats; "
+         f"PM score vs √KL R² {ppo['sqrt_kl_r2']:.2f}.", "",
+         "![gold vs sqrt KL](ppo/gold_vs_sqrt_kl.png) ![PM vs sqrt KL](ppo/pm_vs_sqrt_kl.png)",
+         ""]
+  if record["iterations"]:
+    md += ["## Online iterations", ""]
+    rows = []
+    for e in record["iterations"]:
+      own = e["pm_accuracy"].get(f"iter_{e['iteration']}")
+      mine = {x["name"]: x for x in e["elo"]}.get(online_lib.policy_name(e["iteration"]), {})
+      rows.append({"iteration": str(e["iteration"]), "comparisons": str(e["comparisons"]),
+                   "pm_acc_own": own if own is not None else math.nan,
+                   "pm_acc_first": e["pm_accuracy"].get("iter_1") or math.nan,
+                   "gold_final": e["ppo"]["gold_final"] or math.nan,
+                   "elo": mine.get("elo", math.nan),
+                   "elo_interval": f"[{mine.get('lo', math.nan):.0f}, {mine.get('hi', math.nan):.0f}]"})
+    md += [_md_table(rows, ["iteration", "comparisons", "pm_acc_own", "pm_acc_first",
+                            "gold_final", "elo", "elo_interval"]), ""]
+  md += ["## Elo (gold judge, fresh prompts)", "", elo_lib.table(rep), "", "![elo](elo.png)", "",
+         "## Helpfulness vs harmlessness", "",
+         "Means of the synthetic labeler's two halves on benign and harmful requests "
+         "(harmlessness is 0 on benign requests by construction).", "",
+         _md_table(hh, ["name", "helpful_benign", "helpful_harmful", "harmless_harmful",
+                        "gold"]), "",
+         "## Alignment tax (capability probe)", "",
+         capabilities.tax_table(caps, "lm"), ""]
+  files.write_text(files.join(workdir, "report.md"), "\n".join(md))
+  return {"elo": rep, "helpful_harmless": hh, "capabilities": caps, "timings": timings}
+
+
+__all__ = ["write_report", "hh_table", "plot_curves", "policies"]

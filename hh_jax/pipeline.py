@@ -1,0 +1,79 @@
+"""The whole recipe as one resumable run: LM → PMP → PM → rejection sampling → context
+distillation → PPO → online iterations → evaluation and `report.md`.
+
+Each stage runs in `WORKDIR/<name>` through `hh_jax.main.run`, from the checkpoint of the
+one before it (the pipeline fills in `init.workdir` and `pm.workdir`), and prints one
+progress line. A stage's `.done` marker is written after it returns, so a rerun of the same
+command skips what finished and resumes the stage that was running (which resumes from its
+own last checkpoint). The final evaluation (`hh_jax.eval.report`) writes `elo.json` and
+`report.md` beside the stage directories.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+from hh_jax import files
+
+ORDER = ("lm", "pmp", "pm", "rs", "distill", "ppo", "online")
+DONE = ".done"
+
+
+def sources(workdir: str) -> dict[str, dict[str, str]]:
+  """Where each stage's inputs come from (the recipe's arrows)."""
+  d = lambda name: files.join(workdir, name)  # noqa: E731
+  return {"lm": {}, "pmp": {"init": d("lm")}, "pm": {"init": d("pmp")},
+          "rs": {"init": d("lm"), "pm": d("pm")}, "distill": {"init": d("lm")},
+          "ppo": {"init": d("distill"), "pm": d("pm")},
+          "online": {"init": d("distill"), "pm": d("pm"), "lm": d("pmp")}}
+
+
+def stage_config(config, name: str, workdir: str):
+  """The nested config of stage `name` with its sources filled in."""
+  cfg = copy.deepcopy(config[name])
+  src = sources(workdir)[name]
+  with cfg.unlocked():
+    if "init" in src:
+      cfg.init.workdir = src["init"]
+    if "pm" in src:
+      cfg.pm.workdir = src["pm"]
+    if name == "rs":
+      cfg.rs.scorer = "pm"
+    if name == "online":  # its iterations' PM and PPO stages are `online.pm_stage` / `.ppo_stage`
+      cfg.online.pm_init_workdir = src["lm"]
+  return cfg
+
+
+def run(config, workdir: str):
+  """The pipeline; returns the report dict. Rerun the same command to resume."""
+  from hh_jax import main  # pylint: disable=g-import-not-at-top
+  from hh_jax.eval import report as report_lib  # pylint: disable=g-import-not-at-top
+  workdir = files.abspath(workdir)
+  files.makedirs(workdir)
+  timings_path = files.join(workdir, "timings.json")
+  timings = files.read_json(timings_path) if files.exists(timings_path) else {}
+  t_all = time.perf_counter()
+  for n, name in enumerate(ORDER, start=1):
+    sub = files.join(workdir, name)
+    if files.exists(files.join(sub, DONE)):
+      print(f"pipeline [{n}/{len(ORDER)}] {name}: done earlier "
+            f"({timings.get(name, 0):.0f} s)", flush=True)
+      continue
+    print(f"pipeline [{n}/{len(ORDER)}] {name}: running in {sub}", flush=True)
+    t0 = time.perf_counter()
+    main.run(stage_config(config, name, workdir), sub)
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+    files.write_json(timings_path, timings, indent=2)
+    files.write_text(files.join(sub, DONE), json.dumps({"seconds": timings[name]}))
+    print(f"pipeline [{n}/{len(ORDER)}] {name}: finished in {timings[name]:.0f} s", flush=True)
+  t0 = time.perf_counter()
+  rep = report_lib.write_report(config, workdir, sources(workdir))
+  timings["report"] = time.perf_counter() - t0
+  files.write_json(timings_path, timings, indent=2)
+  print(f"pipeline: report.md and elo.json in {workdir} "
+        f"({time.perf_counter() - t_all:.0f} s this invocation)", flush=True)
+  return rep
+
+
+__all__ = ["run", "ORDER", "sources", "stage_config"]
