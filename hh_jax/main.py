@@ -5,7 +5,6 @@ user can fix (config, paths, data, checkpoints) ends in one line on stderr and e
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -15,40 +14,11 @@ from ml_collections import config_flags
 from hh_jax.errors import UserError
 from hh_jax.parallel import multihost
 
-STAGES = {
-    "lm": "hh_jax.train.lm",
-    "pmp": "hh_jax.train.pm",
-    "pm": "hh_jax.train.pm",
-    "pm_eval": "hh_jax.eval.pm_eval",
-    "distill": "hh_jax.train.distill",
-    "rs": "hh_jax.rl.rejection_sampling",
-    "ppo": "hh_jax.rl.ppo_stage",
-    "online": "hh_jax.rl.online",
-    "pipeline": "hh_jax.pipeline",
-}
-
-# The per-stage spellings of a stage's sources before they became one convention
-# (`init.workdir`: the run a stage starts or samples from; `pm.workdir`: the PM it consults).
-RENAMED_KEYS = {"distill.init_workdir": "init.workdir", "rs.policy_workdir": "init.workdir",
-                "rs.pm_workdir": "pm.workdir", "eval.pm_workdir": "pm.workdir"}
+from hh_jax.stages import RENAMED_KEYS, STAGES, run  # noqa: F401  (main.run: the same)
+from hh_jax.stages import renamed as _renamed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/lm.py:size=tiny")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config")
-
-
-def _renamed(key: str) -> str:
-  return f"--config.{key} is now --config.{RENAMED_KEYS[key]}; pass that instead"
-
-
-def run(config, workdir: str):
-  for old in RENAMED_KEYS:
-    section, field = old.split(".")
-    if field in (config.get(section) or {}):
-      raise UserError(_renamed(old))
-  stage = config.get("stage")
-  if stage not in STAGES:
-    raise UserError(f"config.stage={stage!r} is not a stage; use one of {', '.join(STAGES)}")
-  return importlib.import_module(STAGES[stage]).run(config, workdir)
 
 
 def _main(argv):
