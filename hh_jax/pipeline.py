@@ -1,7 +1,7 @@
 """The whole recipe as one resumable run: LM → PMP → PM → rejection sampling → context
 distillation → PPO → online iterations → evaluation and `report.md`.
 
-Each stage runs in `WORKDIR/<name>` through `hh_jax.main.run`, from the checkpoint of the
+Each stage runs in `WORKDIR/<name>` through `hh_jax.stages.run`, from the checkpoint of the
 one before it (the pipeline fills in `init.workdir` and `pm.workdir`), and prints one
 progress line. A stage's `.done` marker is written after it returns, so a rerun of the same
 command skips what finished and resumes the stage that was running (which resumes from its
@@ -47,7 +47,7 @@ def stage_config(config, name: str, workdir: str):
 
 def run(config, workdir: str):
   """The pipeline; returns the report dict. Rerun the same command to resume."""
-  from hh_jax import main  # pylint: disable=g-import-not-at-top
+  from hh_jax import stages  # pylint: disable=g-import-not-at-top
   from hh_jax.eval import report as report_lib  # pylint: disable=g-import-not-at-top
   workdir = files.abspath(workdir)
   files.makedirs(workdir)
@@ -62,7 +62,7 @@ def run(config, workdir: str):
       continue
     print(f"pipeline [{n}/{len(ORDER)}] {name}: running in {sub}", flush=True)
     t0 = time.perf_counter()
-    main.run(stage_config(config, name, workdir), sub)
+    stages.run(stage_config(config, name, workdir), sub)
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
     files.write_json(timings_path, timings, indent=2)
     files.write_text(files.join(sub, DONE), json.dumps({"seconds": timings[name]}))

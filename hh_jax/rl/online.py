@@ -174,11 +174,11 @@ def _stage_done(workdir: str, marker: str) -> bool:
 
 def run_stage(cfg, workdir: str, marker: str, label: str) -> float:
   """Runs (or resumes) one sub-stage unless its `marker` file says it finished; seconds."""
-  from hh_jax import main  # pylint: disable=g-import-not-at-top
+  from hh_jax import stages  # pylint: disable=g-import-not-at-top
   if _stage_done(workdir, marker):
     return 0.0
   t0 = time.perf_counter()
-  main.run(cfg, workdir)
+  stages.run(cfg, workdir)
   dt = time.perf_counter() - t0
   print(f"online: {label} done in {dt:.0f} s", flush=True)
   return dt
