@@ -13,9 +13,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-# The main job on the built-in default: LM pretraining of the tiny rung on the synthetic corpus.
+# The main job on the built-in default: the whole recipe at the tiny rung on the synthetic task
+# (LM -> PMP -> PM -> rejection sampling -> distillation -> PPO -> online iterations -> report).
 run: $(VENV)/.installed
-	$(BIN)/python -m hh_jax.main --config=configs/lm.py:size=tiny --workdir=$(WORKDIR)/lm
+	$(BIN)/python -m hh_jax.main --config=configs/pipeline.py:tiny --workdir=$(WORKDIR)/pipeline
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
