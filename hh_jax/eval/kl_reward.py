@@ -127,8 +127,14 @@ def plot_gold_vs_sqrt_kl(path: str, ppo_d, ppo_r, bon_d, bon_r, fits: dict) -> N
 def plot_robustness(path: str, sqrt_kl, train, test, parted) -> None:
   plt = _plt()
   fig, ax = plt.subplots(figsize=(5, 3.6))
-  ax.plot(sqrt_kl, train, ".-", ms=3, label="train PM (optimized)")
-  ax.plot(sqrt_kl, test, ".-", ms=3, label="test PM (held-out half)")
+  # Points per iteration, and each PM's 5-iteration rolling mean (in iteration order).
+  smooth = lambda v: np.convolve(v, np.ones(5) / 5, mode="valid")  # noqa: E731
+  for values, color, label in ((train, "C0", "train PM (optimized)"),
+                               (test, "C1", "test PM (other half)")):
+    ax.scatter(sqrt_kl, values, s=6, alpha=0.35, color=color)
+    if len(values) >= 5:
+      ax.plot(smooth(np.asarray(sqrt_kl, float)), smooth(np.asarray(values, float)), color=color,
+              label=label + ", rolling mean")
   if parted is not None:
     ax.axvline(parted, color="k", ls=":", label=f"part at √KL ≈ {parted:.2f}")
   ax.set_xlabel("√KL(π ‖ π₀)  [√nats]")
