@@ -66,6 +66,7 @@ def upstream(c, init: str = "", pm: str | None = None):
   return c
 
 
+
 def distributed():
   """Multi-process settings; empty means: the environment's, automatic on TPU VMs, or none.
 
@@ -89,10 +90,14 @@ def train_loop(total_steps: int, log_every: int, eval_every: int, ckpt_every: in
   """Loop settings every stage shares (hh_jax/train/runner.py reads them).
 
   `stop_at_step` > 0 stops a run (with a checkpoint) after that step, as a preemption would.
+  `max_nonfinite`: more non-finite (skipped) steps in a row than this stop the run.
+  `overwrite_workdir`: allow a workdir that holds a run of another stage or model.
+  `preempt_sync_every`: how often (steps) a multi-host run agrees on a SIGTERM.
   """
   c = ml_collections.ConfigDict({
       "total_steps": total_steps, "log_every": log_every, "eval_every": eval_every,
       "ckpt_every": ckpt_every, "keep_checkpoints": 2, "async_checkpointing": True,
-      "stop_at_step": 0})
+      "stop_at_step": 0, "max_nonfinite": 10, "overwrite_workdir": False,
+      "preempt_sync_every": 10})
   c.update(extra)
   return c

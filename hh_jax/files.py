@@ -91,13 +91,29 @@ def read_json(path: str):
 
 
 def write_bytes(path: str, data: bytes) -> None:
-  """Writes a local or gs:// file, creating its directory."""
-  makedirs(os.path.dirname(str(path)))
+  """Writes a local or gs:// file, creating its directory; never leaves a partial file.
+
+  A local file is written beside its final name (`.NAME.tmp.PID`), flushed to disk and
+  renamed over it, so a kill or a full disk mid-write leaves the old file or none, never a
+  truncated config.json or tokenizer.model that the next stage would trip on. A GCS
+  object appears whole when its upload completes, so remote writes are atomic already.
+  """
+  path = str(path)
+  makedirs(os.path.dirname(path))
   if is_remote(path):
     _epath(path).write_bytes(data)
     return
-  with open(path, "wb") as f:
-    f.write(data)
+  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.{os.getpid()}")
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def write_text(path: str, text: str) -> None:

@@ -11,7 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hh_jax.errors import UserError
+from hh_jax.errors import EX_TEMPFAIL, Preempted, UserError
 from hh_jax.parallel import multihost
 
 from hh_jax.stages import RENAMED_KEYS, STAGES, run  # noqa: F401  (main.run: the same)
@@ -42,6 +42,9 @@ def main():
     app.run(_main, flags_parser=_parse_flags)
   except UserError as e:
     _fail(str(e))
+  except Preempted as e:  # SIGTERM: a checkpoint is saved; EX_TEMPFAIL says "run again"
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(EX_TEMPFAIL)
 
 
 def _parse_flags(argv):

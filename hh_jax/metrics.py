@@ -62,6 +62,25 @@ class MetricWriter:
     if self._tb_local and time.monotonic() - self._uploaded_at > UPLOAD_EVERY_S:
       self._upload_tb()
 
+  def rewind(self, step: int) -> None:
+    """Drops the rows after `step` (and a torn last line): a resumed run writes them again.
+
+    A run killed between logging step N and saving its checkpoint repeats step N on the
+    rerun; without this, metrics.jsonl would hold that step twice.
+    """
+    if not self.enabled or not files.exists(self.path):
+      return
+    keep = []
+    for line in files.read_text(self.path).splitlines(keepends=True):
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      if line.endswith("\n") and int(row.get("step", 0)) <= step:
+        keep.append(line)
+    files.write_text(self.path, "".join(keep))
+    self._rows = files.Appender(self.path)
+
   def _upload_tb(self) -> None:
     self._tb.flush()
     files.upload_dir(self._tb_local, self._tb_dest)

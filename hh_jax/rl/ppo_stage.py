@@ -28,8 +28,9 @@ import numpy as np
 from hh_jax import checkpoint as ckpt_lib
 from hh_jax import files
 from hh_jax import metrics as metrics_lib
+from hh_jax import preemption
 from hh_jax.data import tokenizer as tok_lib
-from hh_jax.errors import UserError
+from hh_jax.errors import Preempted, UserError
 from hh_jax.model import params as params_lib
 from hh_jax.model import sampling, transformer
 from hh_jax.parallel import mesh as mesh_lib
@@ -348,7 +349,7 @@ def run(config, workdir: str):
   contexts, ids = build_prompts(config, setup)
   batches = prompts_lib.PromptBatches(ids, config.ppo.batch_size, config.prompts.seed)
   if stage.resuming:
-    state, data_state = stage.checkpointer.restore(setup.abstract)
+    state, data_state = stage.restore(setup.abstract)
     batches.set_state(data_state)
   else:
     state = setup.init_state()
@@ -357,29 +358,46 @@ def run(config, workdir: str):
   start = int(jax.device_get(state.step))
   last = min(total, stop_at) if stop_at else total
   progress = metrics_lib.Progress(start, total, "ppo")
-  for it in range(start + 1, last + 1):
-    t0 = time.perf_counter()
-    rows, prompt_ids = next(batches)
-    key = jax.random.fold_in(jax.random.fold_in(state.rng, it), 0)
-    out = setup.run_rollout(state.params, state.value_params, prompt_ids, key)
-    jax.block_until_ready(out["scores"])
-    t1 = time.perf_counter()
-    batch = {k: out[k] for k in BATCH_KEYS}
-    with mesh_lib.activate(setup.mesh):
-      state, metrics = setup.update(state, batch)
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    t2 = time.perf_counter()
-    ctx = [contexts[i] for i in rows]
-    host_row, texts, gold = iteration_metrics(out, ctx, setup, is_synthetic)
-    row = {**metrics, **host_row, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
-    stage.writer.write(it, row)
-    progress.update(1, score=row["objective/scores"], kl=row["objective/kl"])
-    if config.train.sample_every and (it % config.train.sample_every == 0 or it == 1):
-      write_samples(stage.workdir, stage.writer, it, ctx, texts, jax.device_get(out["scores"]),
-                    gold, config.train.num_samples_shown)
-    if stage.checkpointer.should_save(it, last):
-      stage.checkpointer.save(it, state, batches.get_state())
-  progress.close()
+  num_updates = int(config.ppo.epochs) * int(config.ppo.num_minibatches)
+  guard = runner._NonfiniteGuard(config.train.get("max_nonfinite", 10),  # pylint: disable=protected-access
+                                 stage.checkpointer)
+  try:
+    for it in range(start + 1, last + 1):
+      t0 = time.perf_counter()
+      rows, prompt_ids = next(batches)
+      key = jax.random.fold_in(jax.random.fold_in(state.rng, it), 0)
+      out = setup.run_rollout(state.params, state.value_params, prompt_ids, key)
+      jax.block_until_ready(out["scores"])
+      t1 = time.perf_counter()
+      batch = {k: out[k] for k in BATCH_KEYS}
+      with mesh_lib.activate(setup.mesh):
+        state, metrics = setup.update(state, batch)
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      t2 = time.perf_counter()
+      ctx = [contexts[i] for i in rows]
+      host_row, texts, gold = iteration_metrics(out, ctx, setup, is_synthetic)
+      row = {**metrics, **host_row, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
+      stage.writer.write(it, row)
+      progress.update(1, score=row["objective/scores"], kl=row["objective/kl"])
+      if config.train.sample_every and (it % config.train.sample_every == 0 or it == 1):
+        write_samples(stage.workdir, stage.writer, it, ctx, texts, jax.device_get(out["scores"]),
+                      gold, config.train.num_samples_shown)
+      # An iteration whose every minibatch update was non-finite changed nothing; too many
+      # in a row stop the run (the metrics are already on the host: no extra sync).
+      guard.check(it, [{"nonfinite_steps": float(metrics["nonfinite_steps"] >= num_updates)}])
+      # An iteration is a rollout and an update: agreeing on SIGTERM each one costs nothing.
+      stop = preemption.should_stop(it, force_sync=True)
+      if stop or stage.checkpointer.should_save(it, last):
+        stage.checkpointer.save(it, state, batches.get_state())
+        guard.saved(it)
+      if stop:
+        progress.close()
+        stage.close()
+        raise Preempted(f"SIGTERM after iteration {it} of {total}; checkpoint "
+                        f"{stage.checkpointer.directory}/{it} saved; rerun the same command to "
+                        "continue")
+  finally:
+    progress.close()  # before any error line, so the bar never redraws after it
   stage.checkpointer.wait()
   result = None
   if int(jax.device_get(state.step)) >= total:

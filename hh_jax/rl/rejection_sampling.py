@@ -21,8 +21,9 @@ import jax
 import numpy as np
 
 from hh_jax import files
+from hh_jax import preemption
 from hh_jax.data import hh_rlhf, synthetic
-from hh_jax.errors import UserError
+from hh_jax.errors import Preempted, UserError
 from hh_jax.model import params as params_lib, sampling
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.rl import labelers
@@ -75,6 +76,59 @@ def sample_k(sampler: sampling.Sampler, tok, contexts: Sequence[str], k: int, ke
   return [texts[i * k:(i + 1) * k] for i in range(len(ids))]
 
 
+PARTS_FILE = "rs_parts.jsonl"
+
+
+def _done_parts(path: str) -> dict[int, dict]:
+  """The parts an earlier (killed) run finished: one JSON line each; a torn last line is not."""
+  if not files.exists(path):
+    return {}
+  done = {}
+  for line in files.read_text(path).splitlines(keepends=True):
+    try:
+      rec = json.loads(line)
+    except ValueError:
+      continue
+    if line.endswith("\n") and isinstance(rec, dict) and "part" in rec:
+      done[int(rec["part"])] = rec
+  return done
+
+
+def sample_and_score(sampler, scorer, tok, contexts, k: int, config, settings, parts_path):
+  """k samples and scores per context, one part (a sampler batch of prompts) at a time.
+
+  Each finished part is appended to `parts_path` (process 0) before the next starts, so a
+  killed run loses at most one part, and a rerun skips the parts already there. A part's
+  samples depend only on (seed, part), so a rerun's output equals an uninterrupted run's.
+  Returns (responses [n][k], scores [n, k]).
+  """
+  per = max(1, int(config.rs.batch_size) // k)
+  done = _done_parts(parts_path)
+  key = jax.random.PRNGKey(config.seed)
+  responses, scores = [], []
+  for part, lo in enumerate(range(0, len(contexts), per)):
+    ctx = contexts[lo:lo + per]
+    rec = done.get(part)
+    if rec is not None and rec.get("contexts") != ctx:
+      raise UserError(f"{parts_path} part {part} holds other prompts than this config's; "
+                      "rerun with the config that wrote it, or delete the file")
+    if rec is None:
+      rs_ = sample_k(sampler, tok, ctx, k, jax.random.fold_in(key, part), settings,
+                     config.rs.batch_size)
+      flat_c = [c for c in ctx for _ in range(k)]
+      sc = np.asarray(scorer.score(flat_c, [r for rr in rs_ for r in rr]), np.float32)
+      rec = {"part": part, "contexts": ctx, "responses": rs_,
+             "scores": sc.reshape(len(ctx), k).tolist()}
+      if jax.process_index() == 0:
+        files.append_text(parts_path, json.dumps(rec) + "\n")
+      if preemption.should_stop(part, force_sync=True):
+        raise Preempted(f"SIGTERM after part {part + 1} of {-(-len(contexts) // per)}; "
+                        f"{parts_path} holds it; rerun the same command to continue")
+    responses.extend(rec["responses"])
+    scores.extend(rec["scores"])
+  return responses, np.asarray(scores, np.float32).reshape(len(contexts), k)
+
+
 def write_pairs(path: str, contexts, responses, scores) -> int:
   """(best, worst) of each prompt as an hh-rlhf line; prompts whose k samples tie are skipped."""
   lines = []
@@ -83,7 +137,8 @@ def write_pairs(path: str, contexts, responses, scores) -> int:
     if s[hi] == s[lo] or rs[hi].strip() == rs[lo].strip() or not rs[lo].strip():
       continue
     lines.append(json.dumps({"chosen": c + rs[hi], "rejected": c + rs[lo]}) + "\n")
-  files.write_text(path, "".join(lines))
+  if jax.process_index() == 0:
+    files.write_text(path, "".join(lines))
   return len(lines)
 
 
@@ -143,18 +198,18 @@ def run(config, workdir: str):
                                top_k=config.sampling.top_k, top_p=config.sampling.top_p,
                                stop_ids=sampling.stop_ids_for(tok))
   sampler = sampling.Sampler(model_cfg, params, mesh, batch_size=config.rs.batch_size)
-  responses = sample_k(sampler, tok, contexts, k, jax.random.PRNGKey(config.seed), settings,
-                       config.rs.batch_size)
+  responses, scores = sample_and_score(sampler, scorer, tok, contexts, k, config, settings,
+                                       files.join(workdir, PARTS_FILE))
   flat_c = [c for c in contexts for _ in range(k)]
   flat_r = [r for rs in responses for r in rs]
-  scores = np.asarray(scorer.score(flat_c, flat_r), np.float32).reshape(len(contexts), k)
 
   pairs = write_pairs(files.join(workdir, "rs_pairs.jsonl"), contexts, responses, scores)
   best = np.argmax(scores, axis=1)
-  files.write_text(files.join(workdir, "rs_best.jsonl"), "".join(
-      json.dumps({"context": c, "response": rs[b], "score": float(s[b]), "k": k,
-                  "analytic_kl": analytic_kl(k)}) + "\n"
-      for c, rs, s, b in zip(contexts, responses, scores, best)))
+  if jax.process_index() == 0:
+    files.write_text(files.join(workdir, "rs_best.jsonl"), "".join(
+        json.dumps({"context": c, "response": rs[b], "score": float(s[b]), "k": k,
+                    "analytic_kl": analytic_kl(k)}) + "\n"
+        for c, rs, s, b in zip(contexts, responses, scores, best)))
   result = {"k": k, "analytic_kl": analytic_kl(k), "scorer": scorer_name,
             "prompts": len(contexts), "pairs_written": pairs,
             "mean_best_score": float(scores.max(axis=1).mean()),

@@ -87,7 +87,8 @@ def make_train_step(model):
   def train_step(state, batch):
     loss, grads = jax.value_and_grad(functools.partial(loss_fn, model=model))(state.params, batch)
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-    return state.apply_gradients(grads), {"loss": loss, "grad_norm": grad_norm}
+    state, skipped = state.apply_gradients_if_finite(grads, loss)
+    return state, {"loss": loss, "grad_norm": grad_norm, "nonfinite_steps": skipped}
 
   return train_step
 
@@ -212,8 +213,8 @@ def run(config, workdir: str):
   tx = optim_lib.make(config.optim, config.train.total_steps)
   example = jnp.zeros((config.data.batch_size, seq_len), jnp.int32)  # [batch, seq]
   # A fresh student starts as the LM itself (the teacher's params), not from a new init.
-  state, shardings, _ = stage.init_or_restore(model, tx, example, batches=batches,
-                                              init_params=teacher_params)
+  state, shardings, resumed = stage.init_or_restore(model, tx, example, batches=batches,
+                                                    init_params=teacher_params)
 
   with mesh_lib.activate(mesh):
     cache = jax.jit(functools.partial(prompt_cache, model, seq_len=seq_len))(
@@ -223,7 +224,8 @@ def run(config, workdir: str):
     eval_fn = make_eval_fn(model, teacher_params, cache, eval_tok, eval_mask, k,
                            config.data.batch_size, mesh)
     before = eval_fn(teacher_params)  # the undistilled LM, read without the prompt
-    stage.writer.write(0, {f"undistilled_{k_}": v for k_, v in before.items()})
+    if not resumed:  # a rerun keeps the row its first run wrote, not a second copy
+      stage.writer.write(0, {f"undistilled_{k_}": v for k_, v in before.items()})
     state = stage.train_loop(
         state=state, step_fn=lambda s, b: step(s, b, teacher_params, cache), batches=batches,
         batch_shardings={n: mesh_lib.batch_sharding(mesh, d) for n, d in BATCH_NDIMS.items()},

@@ -63,8 +63,9 @@ def make_train_step(model, accum_steps: int = 1):
 
       zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
       (loss, grads), _ = jax.lax.scan(body, zeros, micro)
-    new_state = state.apply_gradients(grads)
-    metrics = {"loss": loss, "grad_norm": _global_norm(grads), "tokens": normalizer}
+    new_state, skipped = state.apply_gradients_if_finite(grads, loss)
+    metrics = {"loss": loss, "grad_norm": _global_norm(grads), "tokens": normalizer,
+               "nonfinite_steps": skipped}
     return new_state, metrics
 
   return train_step

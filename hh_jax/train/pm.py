@@ -109,9 +109,10 @@ def make_train_step(model, *, lm_weight: float = 0.0, center_weight: float = 0.0
                            jax.eval_shape(grad_fn, state.params,
                                           jax.tree.map(lambda x: x[0], micro)))
       ((loss, aux), grads), _ = jax.lax.scan(body, zeros, micro)
-    new_state = state.apply_gradients(grads)
+    new_state, skipped = state.apply_gradients_if_finite(grads, loss)
     grad_norm = lm_lib._global_norm(grads)  # pylint: disable=protected-access
-    return new_state, summarize(loss, aux, num_pairs, num_lm, grad_norm)
+    return new_state, {**summarize(loss, aux, num_pairs, num_lm, grad_norm),
+                       "nonfinite_steps": skipped}
 
   return train_step
 

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hh_jax.train import state as state_lib
+
 
 @flax.struct.dataclass
 class PPOState:
@@ -224,14 +226,22 @@ def make_update(policy_model, value_model, ppo_cfg):
           lambda p, v: (lambda l, aux: (l + vf_coef * aux[1], aux))(*losses(p, v, mb)),
           argnums=(0, 1), has_aux=True)
       (grads, vgrads), (pg, vf, stats) = grad_fn(state.params, state.value_params)
+    old = state
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     state = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
     if not shared:
       vupdates, vopt = state.value_tx.update(vgrads, state.value_opt_state, state.value_params)
       state = state.replace(value_params=optax.apply_updates(state.value_params, vupdates),
                             value_opt_state=vopt)
+    # A minibatch whose loss or gradients are not finite leaves every param and moment as
+    # they were (see TrainState.apply_gradients_if_finite); `nonfinite_steps` counts it.
+    ok = state_lib.finite(pg + vf, (grads, vgrads))
+    keys = ("params", "opt_state", "value_params", "value_opt_state")
+    kept = state_lib.select(ok, [getattr(state, k) for k in keys], [getattr(old, k) for k in keys])
+    state = state.replace(**dict(zip(keys, kept)))
     stats = {**stats, "loss/policy_avg": pg, "loss/value_avg": vf,
-             "policy/grad_norm": optax.global_norm(grads)}
+             "policy/grad_norm": optax.global_norm(grads),
+             "nonfinite_steps": 1.0 - ok.astype(jnp.float32)}
     return state, stats
 
   def update(state, batch):
@@ -252,7 +262,8 @@ def make_update(policy_model, value_model, ppo_cfg):
 
     new_state, stats = jax.lax.scan(epoch, state, jnp.arange(epochs))  # leaves [epochs, mb]
     first = jax.tree.map(lambda x: x[0, 0], stats)  # the first minibatch of the first epoch
-    stats = jax.tree.map(jnp.mean, stats)
+    skipped = jnp.sum(stats["nonfinite_steps"])  # minibatch updates skipped, a count
+    stats = {**jax.tree.map(jnp.mean, stats), "nonfinite_steps": skipped}
     kl = jnp.mean(kl_k1)
     new_coef = adaptive_kl(state.kl_coef, kl, target=ppo_cfg.kl_target,
                            horizon=ppo_cfg.kl_horizon, batch=mask.shape[0])

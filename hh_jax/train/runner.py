@@ -17,6 +17,7 @@ iterator. The stage's files are written in few places (`write_config`, `save_jso
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -27,8 +28,9 @@ import numpy as np
 from hh_jax import checkpoint as ckpt_lib
 from hh_jax import files
 from hh_jax import metrics as metrics_lib
+from hh_jax import preemption
 from hh_jax.data import tokenizer as tok_lib
-from hh_jax.errors import UserError
+from hh_jax.errors import Preempted, UserError
 from hh_jax.model import transformer
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.train import state as state_lib
@@ -91,6 +93,41 @@ def write_config(config, workdir: str) -> None:
                      config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+def _overwrite_allowed(config) -> bool:
+  train = config.get("train")
+  return bool(train is not None and train.get("overwrite_workdir", False))
+
+
+def check_workdir(config, workdir: str) -> None:
+  """One line when `workdir` already holds a run of another stage or another model.
+
+  Rerunning the same stage and model on its workdir resumes it; anything else there would
+  mix two runs' checkpoints and metrics (or fail to restore much later), so it is refused
+  unless `train.overwrite_workdir=True`.
+  """
+  path = files.join(workdir, "config.json")
+  if _overwrite_allowed(config) or not files.exists(path):
+    return
+  try:
+    old = files.read_json(path)
+  except ValueError:
+    return  # an unreadable config.json is rewritten below; nothing to compare it with
+  new = json.loads(config.to_json_best_effort())
+  diff = [k for k in ("stage", "model") if k in old and k in new and old[k] != new[k]]
+  if not diff:
+    return
+  if diff[0] == "stage":
+    what = f"a {old['stage']!r} run, not {new['stage']!r}"
+  else:
+    om, nm = old["model"], new["model"]
+    keys = sorted(k for k in set(om) | set(nm) if om.get(k) != nm.get(k))[:3]
+    there = ", ".join(f"model.{k}={om.get(k)!r}" for k in keys)
+    here = ", ".join(repr(nm.get(k)) for k in keys)
+    what = f"a run of another model ({there} there, {here} here)"
+  raise UserError(f"workdir {workdir} holds {what}; pass a new --workdir, or "
+                  "--config.train.overwrite_workdir=True to reuse it")
+
+
 def compile_step(step_fn: Callable, state_shardings, mesh, batch_ndims: dict[str, int]):
   """jit with explicit shardings: state in place (donated), batch over (data, fsdp)."""
   batch_sh = {k: mesh_lib.batch_sharding(mesh, nd) for k, nd in batch_ndims.items()}
@@ -108,38 +145,94 @@ def to_global(batch: dict, shardings: dict) -> dict:
 def train_loop(*, state, step_fn, batches: Iterator, batch_shardings: dict, total_steps: int,
                checkpointer, writer, log_every: int, desc: str, tokens_per_step: int,
                flops_per_step: float = 0.0, eval_fn: Callable | None = None,
-               eval_every: int = 0, stop_at: int = 0):
+               eval_every: int = 0, stop_at: int = 0, max_nonfinite: int = 10,
+               preempt_sync_every: int = 10):
   """Runs the compiled step to `total_steps`, logging and checkpointing; returns the state.
 
   `stop_at` ends this invocation early (with a checkpoint) as a preemption would, leaving the
-  schedule defined by `total_steps`; rerunning resumes from there.
+  schedule defined by `total_steps`; rerunning resumes from there. SIGTERM (see
+  `hh_jax.preemption`) ends it after the current step with a checkpoint and metrics
+  written, raising `Preempted`. The step reports `nonfinite_steps` (1 when it skipped a
+  non-finite update); more than `max_nonfinite` in a row raise a one-line `UserError`
+  naming the step and the last checkpoint saved before them. The flags are read at log
+  and checkpoint steps only, so the check adds no host sync.
   """
   start = int(jax.device_get(state.step))
   last = min(total_steps, stop_at) if stop_at else total_steps
   progress = metrics_lib.Progress(start, total_steps, desc, tokens_per_step)
   pending, t0 = [], time.perf_counter()
-  for step in range(start + 1, last + 1):
-    batch = to_global(next(batches), batch_shardings)
-    state, metrics = step_fn(state, batch)
-    pending.append(metrics)
-    if step % log_every == 0 or step == last:
-      host = jax.device_get(pending)  # one sync per log interval, not per step
-      dt = time.perf_counter() - t0
-      row = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
-      row["tokens_per_s"] = tokens_per_step * len(host) / dt
-      row["step_time_s"] = dt / len(host)
-      if flops_per_step:
-        row["model_tflops_per_s"] = flops_per_step * len(host) / dt / 1e12
-      writer.write(step, row)
-      progress.update(len(host), loss=row["loss"])
-      pending, t0 = [], time.perf_counter()
-    if eval_fn is not None and eval_every and (step % eval_every == 0 or step == total_steps):
-      writer.write(step, eval_fn(state))
-    if checkpointer.should_save(step, last):
-      checkpointer.save(step, state, getattr(batches, "get_state", dict)())
-  progress.close()
+  guard = _NonfiniteGuard(max_nonfinite, checkpointer)
+  try:
+    for step in range(start + 1, last + 1):
+      batch = to_global(next(batches), batch_shardings)
+      state, metrics = step_fn(state, batch)
+      pending.append(metrics)
+      save = checkpointer.should_save(step, last)
+      stop = preemption.should_stop(step, preempt_sync_every, force_sync=save)
+      if step % log_every == 0 or step == last or stop:
+        host = jax.device_get(pending)  # one sync per log interval, not per step
+        dt = time.perf_counter() - t0
+        row = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+        if "nonfinite_steps" in row:
+          row["nonfinite_steps"] = float(sum(m["nonfinite_steps"] for m in host))
+        row["tokens_per_s"] = tokens_per_step * len(host) / dt
+        row["step_time_s"] = dt / len(host)
+        if flops_per_step:
+          row["model_tflops_per_s"] = flops_per_step * len(host) / dt / 1e12
+        writer.write(step, row)
+        progress.update(len(host), loss=row["loss"])
+        guard.check(step - len(host) + 1, host)
+        pending, t0 = [], time.perf_counter()
+      elif save:
+        guard.check(step - len(pending) + 1, jax.device_get(pending))
+      if eval_fn is not None and eval_every and (step % eval_every == 0 or step == total_steps):
+        writer.write(step, eval_fn(state))  # before a stop too: a resume never evals this step
+      if stop:
+        checkpointer.save(step, state, getattr(batches, "get_state", dict)())
+        checkpointer.wait()
+        raise Preempted(f"SIGTERM after step {step} of {total_steps}; checkpoint "
+                        f"{checkpointer.directory}/{step} saved; rerun the same command to continue")
+      if save:
+        checkpointer.save(step, state, getattr(batches, "get_state", dict)())
+        guard.saved(step)
+  finally:
+    progress.close()  # also before an error line, so the bar's redraw never follows it
   checkpointer.wait()
   return state
+
+
+class _NonfiniteGuard:
+  """Counts skipped (non-finite) steps in a row over the host copies of the step metrics."""
+
+  def __init__(self, limit: int, checkpointer):
+    self.limit, self.checkpointer = int(limit), checkpointer
+    self.run, self.run_start = 0, None
+    self.last_saved = checkpointer.latest_step()
+    self.good_ckpt = self.last_saved
+    self._checked = 0  # steps already counted (a save step's flags are read twice)
+
+  def check(self, first_step: int, host: list) -> None:
+    for i, m in enumerate(host):
+      step = first_step + i
+      if step <= self._checked:
+        continue
+      self._checked = step
+      if float(m.get("nonfinite_steps", 0.0)) > 0:
+        if not self.run:
+          self.run_start, self.good_ckpt = step, self.last_saved
+        self.run += 1
+      else:
+        self.run = 0
+      if self.limit >= 0 and self.run > self.limit:
+        where = (f"{self.checkpointer.directory}/{self.good_ckpt}" if self.good_ckpt is not None
+                 else "none (no checkpoint was saved before it)")
+        raise UserError(f"step {step}: {self.run} non-finite losses or gradients in a row (from "
+                        f"step {self.run_start}; train.max_nonfinite={self.limit}), updates "
+                        f"skipped; last good checkpoint: {where}; lower optim.learning_rate "
+                        "or check the data, then rerun")
+
+  def saved(self, step: int) -> None:
+    self.last_saved = step
 
 
 def save_json(workdir: str, name: str, obj) -> None:
@@ -181,7 +274,15 @@ class Stage:
     """True when the workdir already holds a checkpoint of this run."""
     return self.checkpointer.latest_step() is not None
 
+  def restore(self, abstract):
+    """The newest readable checkpoint; metrics.jsonl loses the rows the rerun repeats."""
+    state, data_state = self.checkpointer.restore(abstract)
+    self.writer.rewind(int(jax.device_get(state.step)))
+    return state, data_state
+
   def write_config(self) -> None:
+    """config.json, after refusing a workdir that holds another stage's or model's run."""
+    check_workdir(self.config, self.workdir)
     write_config(self.config, self.workdir)
 
   def save_json(self, name: str, obj) -> None:
@@ -202,7 +303,7 @@ class Stage:
     abstract, shardings = state_lib.abstract_and_shardings(model, tx, example_tokens,
                                                            self.mesh)
     if self.resuming:
-      state, data_state = self.checkpointer.restore(abstract)
+      state, data_state = self.restore(abstract)
       if data_state and batches is not None:
         batches.set_state(data_state)
       return state, shardings, True
@@ -219,9 +320,16 @@ class Stage:
     kwargs.setdefault("log_every", t.log_every)
     kwargs.setdefault("eval_every", t.eval_every)
     kwargs.setdefault("stop_at", t.get("stop_at_step", 0))
-    return train_loop(checkpointer=self.checkpointer, writer=self.writer, **kwargs)
+    kwargs.setdefault("max_nonfinite", t.get("max_nonfinite", 10))
+    kwargs.setdefault("preempt_sync_every", t.get("preempt_sync_every", 10))
+    try:
+      return train_loop(checkpointer=self.checkpointer, writer=self.writer, **kwargs)
+    except Preempted:
+      self.close()  # metrics and TensorBoard flushed before the exit
+      raise
 
   def close(self) -> None:
+    preemption.uninstall()
     if self._checkpointer is not None:
       self._checkpointer.close()
     if self._writer is not None:
@@ -235,9 +343,10 @@ def open_stage(config, workdir: str, mesh_fn: Callable | None = make_mesh) -> St
   training stages); None for a stage without one.
   """
   workdir = prepare_workdir(workdir)
+  preemption.install()  # SIGTERM from here on: finish the step, checkpoint, exit 75
   return Stage(config, workdir, mesh_fn(config) if mesh_fn is not None else None)
 
 
 __all__ = ["prepare_workdir", "make_mesh", "validate_model", "compile_step",
-           "train_loop", "to_global", "write_config", "save_json", "ckpt_lib", "Stage",
-           "open_stage"]
+           "train_loop", "to_global", "write_config", "check_workdir", "save_json", "ckpt_lib",
+           "Stage", "open_stage"]

@@ -31,6 +31,30 @@ class TrainState:
     params = optax.apply_updates(self.params, updates)
     return self.replace(step=self.step + 1, params=params, opt_state=opt_state)
 
+  def apply_gradients_if_finite(self, grads, loss):
+    """`apply_gradients`, or only `step + 1` when the loss or the gradient is not finite.
+
+    Inside the jitted step, so a NaN batch (or a diverging run) never reaches the params or
+    the optimizer moments, and a saved checkpoint never holds non-finite params; the step
+    still advances, so the data position and a resumed run stay where they were.
+    Returns (state, skipped: f32 0/1, for `nonfinite_steps` in the metrics).
+    """
+    ok = finite(loss, grads)
+    new = self.apply_gradients(grads)
+    kept = select(ok, (new.params, new.opt_state), (self.params, self.opt_state))
+    return new.replace(params=kept[0], opt_state=kept[1]), 1.0 - ok.astype(jnp.float32)
+
+
+def finite(loss, grads) -> jax.Array:
+  """True when the loss and the gradient's global norm (so every element) are finite."""
+  sq = sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads))
+  return jnp.isfinite(loss) & jnp.isfinite(sq)
+
+
+def select(ok, new, old):
+  """`new` where `ok`, else `old`, leaf by leaf (both trees of the same structure)."""
+  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
 
 def _init_fn(model: nn.Module, tx, example_tokens):
   def init(rng):
