@@ -25,6 +25,9 @@ def get_config(arg=None):
   c.online = ml_collections.ConfigDict()
   c.online.iterations = a["iterations"]
   c.online.pm_init_workdir = a["lm"]
+  # True: each iteration's PM continues from the one before (the first from `pm`) on old + new
+  # comparisons; False: from pm_init_workdir every time.
+  c.online.pm_warm_start = True
   c.online.prompts_per_iteration = 512 if small else 20_000
   c.online.seed = 500  # fresh prompts per iteration: seed + 1000 * iteration
   c.online.rs_share = 0.5  # response B: best-of-k by the current PM this often, else an earlier policy

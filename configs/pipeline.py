@@ -51,11 +51,14 @@ def get_config(arg=None):
     c.rs.data.num_prompts = 32
     c.rs.rs.k = 8
     c.distill.train.total_steps = 100
-    c.ppo.train.total_steps = 100
-    c.online.pm_stage.data.num_train = 2000
-    c.online.pm_stage.train.total_steps = 80
-    c.online.ppo_stage.train.total_steps = 100
-    c.online.online.prompts_per_iteration = 256
+    c.ppo.train.total_steps = 80
+    # Online PMs: one epoch over 1,000 replayed synthetic pairs + every online comparison.
+    c.online.pm_stage.data.num_train = 1000
+    c.online.pm_stage.train.total_steps = 0
+    c.online.ppo_stage.train.total_steps = 60
+    c.online.ppo_stage.eval.num_prompts = 128
+    c.online.ppo_stage.eval.bon_prompts = 16
+    c.online.online.prompts_per_iteration = 512
     c.online.online.elo_prompts = 128
   if preset == "hh":
     c.ppo.prompts.source = "hh_rlhf"

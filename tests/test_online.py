@@ -54,6 +54,11 @@ def test_two_iterations_record_pm_ppo_and_elo(runs):
   with open(os.path.join(work, "iter_2", "pm", "config.json")) as f:
     files = json.load(f)["data"]["train_files"].split(",")
   assert files == [os.path.join(work, f"iter_{j}", "comparisons.jsonl") for j in (1, 2)]
+  # ...continuing from the first iteration's PM (warm start), which continued from the base PM.
+  assert json.load(open(os.path.join(work, "iter_2", "pm", "config.json")))["init"]["workdir"] == (
+      os.path.join(work, "iter_1", "pm"))
+  assert json.load(open(os.path.join(work, "iter_1", "pm", "config.json")))["init"]["workdir"] == (
+      dirs["pm"])
   with open(os.path.join(work, "elo.json")) as f:
     rep = json.load(f)
   assert rep["reference"] == "initial" and len(rep["models"]) == 3
@@ -67,6 +72,7 @@ def test_two_iterations_record_pm_ppo_and_elo(runs):
 def test_needs_its_sources(runs, tmp_path):
   _, dirs = runs
   c = _config(dirs)
+  c.online.pm_warm_start = False
   c.online.pm_init_workdir = ""
   with pytest.raises(UserError, match="pm_init_workdir"):
     main.run(c, str(tmp_path))

@@ -6,8 +6,10 @@ Each iteration i, in `WORKDIR/iter_<i>/`:
      responses each, drawn from the current best policy and a mix of rejection-sampled
      responses (best-of-k by the current PM) and earlier policies, labeled by the gold labeler
      with Bradley-Terry noise, or read from a human-judgment file in the hh-rlhf format;
-  2. pm/: a PM stage trained from `online.pm_init_workdir` on the old comparisons (the
-     configured PM data) plus every comparisons.jsonl so far;
+  2. pm/: a PM stage trained on the old comparisons (the configured PM data) plus every
+     comparisons.jsonl so far, starting from the previous iteration's PM
+     (`online.pm_warm_start`, the default: a small laptop budget then still accumulates) or
+     afresh from `online.pm_init_workdir` (an LM or PMP run, as the paper retrained);
   3. ppo/: a PPO stage from the initial policy (`init.workdir`) against that PM;
   4. one entry appended to `online_record.json`: comparisons added, the new PM's accuracy
      on its own and every earlier test split, the PPO result, and the Elo of every policy
@@ -190,7 +192,7 @@ def run(config, workdir: str):
   if not config.init.workdir:
     raise UserError("the online loop starts from a policy: pass --config.init.workdir=DIR "
                     "(an LM, distill or PPO run)")
-  if not o.pm_init_workdir:
+  if not o.pm_warm_start and not o.pm_init_workdir:
     raise UserError("each online PM starts from an LM or PMP run: pass "
                     "--config.online.pm_init_workdir=DIR")
   if not config.pm.workdir:
@@ -222,7 +224,7 @@ def run(config, workdir: str):
     test_files.append(test)
     pm_cfg = copy.deepcopy(config.pm_stage)
     with pm_cfg.unlocked():
-      pm_cfg.init.workdir = files.abspath(o.pm_init_workdir)
+      pm_cfg.init.workdir = pm_dir if o.pm_warm_start else files.abspath(o.pm_init_workdir)
       pm_cfg.data.source = ",".join(dict.fromkeys(
           [s for s in str(pm_cfg.data.source).split(",") if s and s != "hh_rlhf"] + ["hh_rlhf"]))
       pm_cfg.data.train_files = ",".join([f for f in str(pm_cfg.data.train_files).split(",")
