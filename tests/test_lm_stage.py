@@ -24,6 +24,14 @@ def _config(**train):
   return c
 
 
+TIMING = ("tokens_per_s", "step_time_s", "model_tflops_per_s")
+
+
+def _rows(workdir):
+  """Every metrics row in file order, without the wall-clock ones."""
+  return [{k: v for k, v in r.items() if k not in TIMING} for r in metrics.read_metrics(workdir)]
+
+
 def _losses(workdir):
   return {r["step"]: r["loss"] for r in metrics.read_metrics(workdir) if "loss" in r}
 
@@ -35,11 +43,19 @@ def test_resumed_run_matches_uninterrupted(tmp_path):
   assert checkpoint.Checkpointer(str(tmp_path / "split" / "checkpoints")).latest_step() == 3
   resumed = lm.run(_config(total_steps=total), str(tmp_path / "split"))
 
-  a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
-  assert sorted(a) == sorted(b) == list(range(1, total + 1))
-  np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-6)
+  # The whole sequence, row by row (train and eval rows, in file order): a step logged
+  # twice, a missing step or a rerun that started over from step 1 all fail here.
+  a, b = _rows(tmp_path / "full"), _rows(tmp_path / "split")
+  assert [r["step"] for r in b] == [r["step"] for r in a]
+  assert [r["step"] for r in a if "loss" in r] == list(range(1, total + 1))
+  for x, y in zip(a, b):
+    assert y.keys() == x.keys(), x["step"]
+    for k in x:
+      assert y[k] == pytest.approx(x[k], rel=1e-6, abs=1e-7), (x["step"], k)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7),
                checkpoint.to_host(full.params), checkpoint.to_host(resumed.params))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7),
+               checkpoint.to_host(full.opt_state), checkpoint.to_host(resumed.opt_state))
   assert int(resumed.step) == total
   # The resolved config, tokenizer, TensorBoard events and checkpoints are in the workdir.
   for name in ("config.json", "tokenizer.model", "metrics.jsonl", "tensorboard", "checkpoints"):
