@@ -2,11 +2,18 @@
 report and elo.json written, and a rerun skips what finished."""
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 
 from configs import pipeline as pipeline_config
 from hh_jax import main, pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +50,41 @@ def test_rerun_skips_finished_stages(piped, capsys):
   main.run(c, work)
   out = capsys.readouterr().out
   assert out.count("done earlier") == len(pipeline.ORDER)
+
+
+def _cli(work):
+  return [sys.executable, "-m", "hh_jax.main",
+          "--config=configs/pipeline.py:tiny,size=test,runlocal=True,iterations=1",
+          f"--workdir={work}"]
+
+
+def _outcome(work):
+  with open(os.path.join(work, "online", "online_record.json")) as f:
+    record = json.load(f)
+  for e in record["iterations"]:
+    e.pop("seconds")
+  with open(os.path.join(work, "elo.json")) as f:
+    return record, json.load(f)
+
+
+def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_record(piped, tmp_path):
+  ref, _ = piped
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}  # the devices `piped` had
+  cut = str(tmp_path / "cut")
+  proc = subprocess.Popen(_cli(cut), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  # A seeded random stage to die in: after that many stages have finished, mid-stage.
+  after = int(np.random.default_rng(13).integers(1, len(pipeline.ORDER)))
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    done = sum(os.path.exists(os.path.join(cut, n, pipeline.DONE)) for n in pipeline.ORDER)
+    if done >= after:
+      time.sleep(1.0)  # into the next stage
+      break
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(cut, "report.md"))  # it really was cut short
+  subprocess.run(_cli(cut), cwd=REPO, env=env, check=True, capture_output=True)
+  assert _outcome(cut) == _outcome(ref)
