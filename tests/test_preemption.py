@@ -180,3 +180,39 @@ def test_rs_killed_and_rerun_writes_the_same_files(upstream, tmp_path):
   for name in ("rs_parts.jsonl", "rs_pairs.jsonl", "rs_best.jsonl", "rs_results.json"):
     with open(os.path.join(ref, name)) as f, open(os.path.join(cut, name)) as g:
       assert f.read() == g.read(), name
+
+
+def test_sigterm_to_one_process_of_two_stops_both_at_the_agreed_step(upstream, tmp_path):
+  # A preempted pod worker may get SIGTERM alone: every process must stop at the same step
+  # (the checkpoint is a collective). The flags are OR-ed every preempt_sync_every=20
+  # steps, so a SIGTERM to process 1 before step 20 stops both after step 20, with exit 75.
+  sys.path.insert(0, os.path.join(REPO, "launch"))
+  import local_multiprocess  # pylint: disable=g-import-not-at-top
+  work = str(tmp_path / "run")
+  base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+  port = local_multiprocess.free_port()
+  cmd = [sys.executable, "-m", "hh_jax.main", "--config=configs/lm.py:size=test,runlocal=True",
+         f"--config.data.tokenizer_path={os.path.join(upstream['lm'], 'tokenizer.model')}",
+         "--config.train.total_steps=60", "--config.train.ckpt_every=0",
+         "--config.train.log_every=1", "--config.train.eval_every=0",
+         "--config.train.preempt_sync_every=20", "--config.train.async_checkpointing=False",
+         f"--workdir={work}"]
+  procs = [subprocess.Popen(cmd, cwd=REPO, env=local_multiprocess.process_env(base, i, 2, port, 1),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True) for i in range(2)]
+  try:
+    deadline = time.time() + 300
+    while time.time() < deadline and all(p.poll() is None for p in procs) and _trained(work) < 2:
+      time.sleep(0.02)
+    assert all(p.poll() is None for p in procs), [p.stderr.read()[-2000:] for p in procs]
+    assert _trained(work) < 20
+    procs[1].send_signal(signal.SIGTERM)  # process 1 only
+    errs = [p.communicate(timeout=120)[1] for p in procs]  # without agreement: a hang
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+  assert [p.returncode for p in procs] == [75, 75], [e[-2000:] for e in errs]
+  for e in errs:
+    assert e.strip().splitlines()[-1].startswith("preempted: SIGTERM after step 20 of 60"), e[-2000:]
+  assert _trained(work) == 20 and _steps(work) == [20]
