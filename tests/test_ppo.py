@@ -193,6 +193,30 @@ def test_update_improves_the_surrogate(nets):
   assert even(state.params) > before
 
 
+def test_nonfinite_minibatch_updates_are_skipped_and_counted(nets):
+  # One NaN score makes that row's advantages (after whitening, every row's) NaN: every
+  # minibatch update is skipped, params and Adam state unchanged, and counted.
+  cfg, policy, value, p, v = nets
+  out = _rollout(nets, _prompts(8, [6] * 8, cfg.vocab_size, seed=1), 8, 6, ())
+  batch = _batch(out)
+  batch["scores"] = batch["scores"].at[3].set(jnp.nan)
+  tx = optax.adam(3e-3)
+  state = ppo.init_state(p, v, tx, tx, 0.0, 0)
+  update = jax.jit(ppo.make_update(policy, value, _ppo_cfg(epochs=2, num_minibatches=2)))
+  new, metrics = update(state, batch)
+  assert float(metrics["nonfinite_steps"]) == 4.0  # 2 epochs × 2 minibatches
+  for a, b in ((state.params, new.params), (state.opt_state, new.opt_state),
+               (state.value_params, new.value_params),
+               (state.value_opt_state, new.value_opt_state)):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert int(new.step) == 1
+  batch["scores"] = jnp.zeros_like(batch["scores"]).at[0].set(1.0)  # finite again: it learns
+  new, metrics = update(new, batch)
+  assert float(metrics["nonfinite_steps"]) == 0.0
+  assert not np.array_equal(np.asarray(jax.tree.leaves(new.params)[0]),
+                            np.asarray(jax.tree.leaves(state.params)[0]))
+
+
 @pytest.mark.parametrize("shape", [(2, 2, 2), (1, 2, 4)])
 @pytest.mark.parametrize("value_kind", ["pm", "shared"])
 def test_sharded_update_equals_one_device(nets, shape, value_kind):
