@@ -100,16 +100,8 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   pol = online_lib.Policies(mesh_lib.one_device_mesh(), settings_for)
   prompts = synthetic.prompts(int(r.elo_prompts), int(r.elo_seed), "mixed")
   contexts = [p.context for p in prompts]
-  import jax  # pylint: disable=g-import-not-at-top
-  responses = {}
-  for n, (name, wd) in enumerate(models.items()):
-    path = files.join(workdir, "report_responses", f"{name}.json")
-    if files.exists(path):
-      responses[name] = files.read_json(path)
-    else:
-      responses[name] = [x[0] for x in pol.respond(wd, contexts, jax.random.PRNGKey(
-          int(r.elo_seed) + n))]
-      files.write_json(path, responses[name])
+  responses = pol.respond_all(models, contexts, int(r.elo_seed),
+                              files.join(workdir, "report_responses"))
   games = elo_lib.play(contexts, responses, elo_lib.GoldJudge())
   rep = elo_lib.report(games, reference="initial", judge="gold", seed=int(r.elo_seed))
   elo_lib.write(files.join(workdir, "elo.json"), rep)

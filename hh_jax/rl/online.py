@@ -77,6 +77,21 @@ class Policies:
       self._loaded[workdir] = (sampling.Sampler(cfg, params, self.mesh, batch_size=32), tok)
     return self._loaded[workdir]
 
+  def respond_all(self, models: dict[str, str], contexts, seed: int, cache_dir: str
+                  ) -> dict[str, list[str]]:
+    """One response per context from each model {name: workdir}, cached in
+    `cache_dir/<name>.json`, so a rerun (or the next iteration) samples only new models."""
+    out = {}
+    for n, (name, wd) in enumerate(models.items()):
+      path = files.join(cache_dir, f"{name}.json")
+      if files.exists(path):
+        out[name] = files.read_json(path)
+        continue
+      out[name] = [r[0] for r in self.respond(wd, contexts, jax.random.PRNGKey(seed + n))]
+      if jax.process_index() == 0:
+        files.write_json(path, out[name])
+    return out
+
   def respond(self, workdir: str, contexts, key, k: int = 1) -> list[list[str]]:
     """k sampled responses per context: [n][k] texts."""
     sampler, tok = self.get(workdir)
@@ -151,16 +166,8 @@ def elo_table(c, policies: Policies, deployed: dict, workdir: str) -> dict:
   o = c.online
   prompt_cfg = copy.deepcopy(c.ppo_stage.prompts)
   contexts = prompts_lib.contexts(prompt_cfg, num=o.elo_prompts, seed=o.elo_seed)
-  responses = {}
-  for n, (name, wd) in enumerate(deployed.items()):
-    path = files.join(workdir, "responses", f"{name}.json")
-    if files.exists(path):
-      responses[name] = files.read_json(path)
-    else:
-      responses[name] = [r[0] for r in policies.respond(wd, contexts, jax.random.PRNGKey(
-          o.elo_seed + n))]
-      if jax.process_index() == 0:
-        files.write_json(path, responses[name])
+  responses = policies.respond_all(deployed, contexts, o.elo_seed,
+                                   files.join(workdir, "responses"))
   games = elo_lib.play(contexts, responses, elo_lib.GoldJudge())
   gold = {m: float(np.mean([labelers.gold_score(x, r) for x, r in zip(contexts, rs)]))
           for m, rs in responses.items()}
