@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from configs import lm as lm_config
+import conftest
+
 from configs import online as online_config
-from configs import pm as pm_config
 from hh_jax import main
 from hh_jax.data import hh_rlhf
 from hh_jax.errors import UserError
@@ -16,13 +16,7 @@ from hh_jax.errors import UserError
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("online")
-  dirs = {k: str(root / k) for k in ("lm", "pm")}
-  main.run(lm_config.get_config("size=test,runlocal=True"), dirs["lm"])
-  c = pm_config.get_config("size=test,runlocal=True")
-  c.init.workdir = dirs["lm"]
-  c.data.seq_len = 64
-  main.run(c, dirs["pm"])
-  return root, dirs
+  return root, conftest.train_lm_and_pm(root)
 
 
 def _config(dirs):

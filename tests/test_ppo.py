@@ -16,9 +16,9 @@ import numpy as np
 import optax
 import pytest
 
-from configs import lm as lm_config
+import conftest
+
 from configs import models
-from configs import pm as pm_config
 from configs import ppo as ppo_config
 from hh_jax import chat, main
 from hh_jax.errors import UserError
@@ -288,13 +288,7 @@ def test_pm_inputs_put_eoc_after_content_and_truncate_the_start():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("ppo")
-  dirs = {k: str(root / k) for k in ("lm", "pm")}
-  main.run(lm_config.get_config("size=test,runlocal=True"), dirs["lm"])
-  c = pm_config.get_config("size=test,runlocal=True")
-  c.init.workdir = dirs["lm"]
-  c.data.seq_len = 64
-  main.run(c, dirs["pm"])
-  return root, dirs
+  return root, conftest.train_lm_and_pm(root)
 
 
 def _ppo(dirs, **train):
