@@ -66,14 +66,11 @@ def get_config(arg=None):
     c.rs.data.source = "hh_rlhf"
   if a["runlocal"]:
     c.distill.data.seq_len = 12  # the HHH prompt (~114 tokens at vocab 512) + this fits max_len 128
-    c.ppo.train.total_steps = 2
-    c.ppo.eval.num_prompts = 8
-    c.ppo.eval.bon_n = 2
-    c.ppo.eval.bon_prompts = 2
-    c.online.ppo_stage.train.total_steps = 2
-    c.online.ppo_stage.eval.num_prompts = 8
-    c.online.ppo_stage.eval.bon_n = 2
-    c.online.ppo_stage.eval.bon_prompts = 2
+    for ppo in (c.ppo, c.online.ppo_stage):  # the main PPO stage and each online one
+      ppo.train.total_steps = 2
+      ppo.eval.num_prompts = 8
+      ppo.eval.bon_n = 2
+      ppo.eval.bon_prompts = 2
     c.report.elo_prompts = 8
     c.report.capability_items = 16
   return c

@@ -84,6 +84,17 @@ def _plt():
   return plt
 
 
+def _finish(plt, fig, ax, path: str, xlabel: str, ylabel: str, title: str) -> None:
+  """Labels, legend, and the PNG written through the files layer (gs:// too)."""
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  files.save_figure(fig, path, dpi=120)
+  plt.close(fig)
+
+
 def plot_pm_vs_sqrt_kl(path: str, sqrt_kl, scores, fit: dict) -> None:
   plt = _plt()
   fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -92,13 +103,7 @@ def plot_pm_vs_sqrt_kl(path: str, sqrt_kl, scores, fit: dict) -> None:
     xs = np.linspace(0, max(sqrt_kl), 50)
     ax.plot(xs, fit["slope"] * xs + fit["intercept"], "k--",
             label=f"fit: {fit['slope']:.2f}·√KL + {fit['intercept']:.2f}, R²={fit['r2']:.2f}")
-  ax.set_xlabel("√KL(π ‖ π₀)  [√nats]")
-  ax.set_ylabel("PM score (normalized)")
-  ax.set_title("PM reward vs √KL during PPO")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  files.save_figure(fig, path, dpi=120)
-  plt.close(fig)
+  _finish(plt, fig, ax, path, "√KL(π ‖ π₀)  [√nats]", "PM score (normalized)", "PM reward vs √KL during PPO")
 
 
 def plot_gold_vs_sqrt_kl(path: str, ppo_d, ppo_r, bon_d, bon_r, fits: dict) -> None:
@@ -115,13 +120,7 @@ def plot_gold_vs_sqrt_kl(path: str, ppo_d, ppo_r, bon_d, bon_r, fits: dict) -> N
     a, b = fits["bon"]["alpha"], fits["bon"]["beta"]
     ax.plot(xs, xs * (a - b * xs), "--", color="C1", label="R_bon = d(α − βd)")
   ax.axhline(0, color="grey", lw=0.5)
-  ax.set_xlabel("d = √KL(π ‖ π₀)  [√nats]")
-  ax.set_ylabel("gold score − initial policy's")
-  ax.set_title("Gold reward vs √KL: PPO and best-of-n")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  files.save_figure(fig, path, dpi=120)
-  plt.close(fig)
+  _finish(plt, fig, ax, path, "d = √KL(π ‖ π₀)  [√nats]", "gold score − initial policy's", "Gold reward vs √KL: PPO and best-of-n")
 
 
 def plot_robustness(path: str, sqrt_kl, train, test, parted) -> None:
@@ -137,13 +136,7 @@ def plot_robustness(path: str, sqrt_kl, train, test, parted) -> None:
               label=label + ", rolling mean")
   if parted is not None:
     ax.axvline(parted, color="k", ls=":", label=f"part at √KL ≈ {parted:.2f}")
-  ax.set_xlabel("√KL(π ‖ π₀)  [√nats]")
-  ax.set_ylabel("PM score (normalized)")
-  ax.set_title("Train-PM vs test-PM during PPO")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  files.save_figure(fig, path, dpi=120)
-  plt.close(fig)
+  _finish(plt, fig, ax, path, "√KL(π ‖ π₀)  [√nats]", "PM score (normalized)", "Train-PM vs test-PM during PPO")
 
 
 # ---------------------------------------------------------------------------------------
