@@ -47,17 +47,3 @@ def gcs_emulator():
     pytest.skip(f"GCS emulator unavailable: {e}")
   yield emulator
   emulator.stop()
-
-
-def train_lm_and_pm(root):
-  """A `test`-rung LM (runlocal) and a PM trained from it, under `root`: the policy and reward
-  the RL tests (PPO, online) start from. Returns {"lm": dir, "pm": dir}."""
-  from configs import lm as lm_config, pm as pm_config  # pylint: disable=g-import-not-at-top
-  from hh_jax import stages  # pylint: disable=g-import-not-at-top
-  dirs = {k: str(root / k) for k in ("lm", "pm")}
-  stages.run(lm_config.get_config("size=test,runlocal=True"), dirs["lm"])
-  c = pm_config.get_config("size=test,runlocal=True")
-  c.init.workdir = dirs["lm"]
-  c.data.seq_len = 64
-  stages.run(c, dirs["pm"])
-  return dirs

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-import conftest
+from tests import rl_runs
 
 from configs import online as online_config
 from hh_jax import main
@@ -16,7 +16,7 @@ from hh_jax.errors import UserError
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("online")
-  return root, conftest.train_lm_and_pm(root)
+  return root, rl_runs.train_lm_and_pm(root)
 
 
 def _config(dirs):

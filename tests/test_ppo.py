@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-import conftest
+from tests import rl_runs
 
 from configs import models
 from configs import ppo as ppo_config
@@ -288,7 +288,7 @@ def test_pm_inputs_put_eoc_after_content_and_truncate_the_start():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("ppo")
-  return root, conftest.train_lm_and_pm(root)
+  return root, rl_runs.train_lm_and_pm(root)
 
 
 def _ppo(dirs, **train):
