@@ -5,15 +5,22 @@ as `conftest`, so `import conftest` picks whichever pytest loaded first.
 """
 
 
-def train_lm_and_pm(root):
+def train_lm_and_pm(root, max_len: int | None = None):
   """A `test`-rung LM (runlocal) and a PM trained from it, under `root`: the policy and reward
-  the RL tests (PPO, online) start from. Returns {"lm": dir, "pm": dir}."""
+  the RL tests (PPO, online, preemption) start from. max_len: both models' context, when the
+  rung's default is too short (the HHH prompt of distillation needs 256). Returns
+  {"lm": dir, "pm": dir}."""
   from configs import lm as lm_config, pm as pm_config  # pylint: disable=g-import-not-at-top
   from hh_jax import stages  # pylint: disable=g-import-not-at-top
   dirs = {k: str(root / k) for k in ("lm", "pm")}
-  stages.run(lm_config.get_config("size=test,runlocal=True"), dirs["lm"])
+  c = lm_config.get_config("size=test,runlocal=True")
+  if max_len:
+    c.model.max_len = max_len
+  stages.run(c, dirs["lm"])
   c = pm_config.get_config("size=test,runlocal=True")
   c.init.workdir = dirs["lm"]
+  if max_len:
+    c.model.max_len = max_len
   c.data.seq_len = 64
   stages.run(c, dirs["pm"])
   return dirs

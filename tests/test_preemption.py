@@ -21,9 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import lm as lm_config
-from configs import pm as pm_config
-from hh_jax import main
+from tests import rl_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
@@ -35,17 +33,8 @@ FAST = ["--config.train.ckpt_every=1", "--config.train.async_checkpointing=False
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
   """An LM run and a PM run on it, the sources the later stages start from."""
-  root = tmp_path_factory.mktemp("upstream")
-  dirs = {k: str(root / k) for k in ("lm", "pm")}
-  c = lm_config.get_config("size=test,runlocal=True")
-  c.model.max_len = 256  # room for the HHH prompt (as in test_distill)
-  main.run(c, dirs["lm"])
-  c = pm_config.get_config("size=test,runlocal=True")
-  c.init.workdir = dirs["lm"]
-  c.model.max_len = 256
-  c.data.seq_len = 64
-  main.run(c, dirs["pm"])
-  return dirs
+  # max_len 256: room for the HHH prompt (as in test_distill).
+  return rl_runs.train_lm_and_pm(tmp_path_factory.mktemp("upstream"), max_len=256)
 
 
 def _args(stage, up, work):
