@@ -33,6 +33,7 @@ import optax  # noqa: E402
 from configs import models  # noqa: E402
 from configs import ppo as ppo_config  # noqa: E402
 from hh_jax.model import flops, sampling, transformer  # noqa: E402
+from hh_jax.parallel import mesh as mesh_lib  # noqa: E402
 from hh_jax.rl import rollout as rollout_lib  # noqa: E402
 from hh_jax.rl import ppo_stage  # noqa: E402
 from hh_jax.train import ppo  # noqa: E402
@@ -72,9 +73,11 @@ def main():
   pcfg.epochs, pcfg.num_minibatches = 1, 1
   tx, vtx = optax.adamw(1e-6), optax.adamw(1e-6)
 
-  rollout = jax.jit(rollout_lib.make_rollout(nets, scoring, settings), donate_argnums=(6,))
-  sample = jax.jit(functools.partial(sampling.sample, policy, settings=settings),
-                   donate_argnums=(3,))
+  cpu_layout = sampling.decode_layout_for(mesh_lib.one_device_mesh())
+  rollout = jax.jit(rollout_lib.make_rollout(nets, scoring, settings, cpu_layout=cpu_layout),
+                    donate_argnums=(6,))
+  sample = jax.jit(functools.partial(sampling.sample, policy, settings=settings,
+                                     cpu_layout=cpu_layout), donate_argnums=(3,))
   evaluate = jax.jit(functools.partial(rollout_lib.evaluate, policy_model=policy,
                                        ref_model=policy, value_model=scalar, pm_model=scalar,
                                        scoring=scoring))

@@ -169,3 +169,44 @@ def test_stream_matches_the_compiled_loop_and_chat_keeps_history(setup):
   reply = transcript[len("\n\nHuman: How do I tune my guitar?\n\nAssistant:"):]
   assert shown.getvalue().endswith("Assistant:" + reply + "\n")  # what streamed is the reply
   assert shown.getvalue().count("Assistant:") >= 2
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_cpu_decode_layout_gives_the_plain_weights_samples(scan):
+  cfg = models.get("test")
+  cfg.init_std, cfg.scan_layers = 0.3, scan
+  model = transformer.Transformer(cfg)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
+  # Every leaf non-zero (biases start at 0), so a weight dropped or misplaced in the copy shows.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [a + 0.1 * jax.random.normal(k, a.shape)
+                                     for a, k in zip(leaves, keys)])
+  rng = np.random.default_rng(2)
+  prompts = [list(rng.integers(3, cfg.vocab_size, size=n)) for n in (4, 9, 1, 12)]
+  tokens, mask = sampling.left_pad(prompts, 16, len(prompts))
+  out = {}
+  for layout in (False, True):
+    fn = jax.jit(functools.partial(sampling.sample, model, settings=sampling.Settings(10, 0.0),
+                                   cpu_layout=layout))
+    out[layout], _ = fn(params, tokens, mask, transformer.init_cache(cfg, 4, 26),
+                        jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(out[True]["tokens"], out[False]["tokens"])
+  np.testing.assert_allclose(out[True]["logprobs"], out[False]["logprobs"], atol=1e-5)
+  assert len({tuple(r) for r in np.asarray(out[True]["tokens"])}) > 2
+  assert sampling.Sampler(cfg, params)._cpu_layout  # one CPU device: the sampler uses it
+
+
+@pytest.mark.parametrize("vocab", [37, 64])
+def test_draw_follows_the_softmax_and_never_draws_a_filtered_token(vocab):
+  logits = jnp.asarray(np.random.default_rng(vocab).standard_normal((1, vocab)) * 2, jnp.float32)
+  settings = sampling.Settings(temperature=1.0, top_k=vocab // 2)
+  x = sampling.filter_logits(logits, settings)
+  n = 40_000
+  draws = jax.jit(jax.vmap(lambda k: sampling.draw(x, k)[0]))(
+      jax.random.split(jax.random.PRNGKey(0), n))
+  freq = np.bincount(np.asarray(draws), minlength=vocab) / n
+  p = np.asarray(jax.nn.softmax(x[0]))
+  assert freq[p == 0].sum() == 0  # top-k's dropped tokens never come out
+  # Each frequency within 5 binomial standard deviations of its probability.
+  np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-9)

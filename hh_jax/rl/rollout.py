@@ -107,14 +107,15 @@ def evaluate(*, policy_model, ref_model, value_model, pm_model, scoring: Scoring
 
 
 def rollout(params, ref_params, value_params, pm_params, prompt, prompt_mask, cache, key, *,
-            sample_model, settings: sampling.Settings, **models):
+            sample_model, settings: sampling.Settings, cpu_layout: bool = False, **models):
   """Sample responses [batch, T] to left-padded prompts [batch, P], then `evaluate` them.
 
   cache: an empty KV cache for P + T tokens (donated; it comes back for the next call).
+  cpu_layout: `sampling.sample`'s (`sampling.decode_layout_for(mesh)`).
   Returns (batch for `ppo.make_update`'s update, plus sampler_logp, lengths; cache).
   """
   samples, cache = sampling.sample(sample_model, lm_params(params), prompt, prompt_mask, cache,
-                                   key, settings)
+                                   key, settings, cpu_layout=cpu_layout)
   out = evaluate(params=params, ref_params=ref_params, value_params=value_params,
                  pm_params=pm_params, prompt=prompt, prompt_mask=prompt_mask,
                  response=samples["tokens"], response_mask=samples["mask"], **models)
@@ -146,9 +147,11 @@ def _with_heads(cfg, heads):
   return c
 
 
-def make_rollout(models: Models, scoring: Scoring, settings: sampling.Settings):
+def make_rollout(models: Models, scoring: Scoring, settings: sampling.Settings, *,
+                 cpu_layout: bool = False):
   """The rollout as a function of (params..., prompt, prompt_mask, cache, key), for jit."""
   return functools.partial(rollout, sample_model=models.sample, settings=settings,
+                           cpu_layout=cpu_layout,
                            policy_model=models.policy, ref_model=models.ref,
                            value_model=models.value, pm_model=models.pm, scoring=scoring)
 
