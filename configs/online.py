@@ -28,6 +28,11 @@ def get_config(arg=None):
   # True: each iteration's PM continues from the one before (the first from `pm`) on old + new
   # comparisons; False: from pm_init_workdir every time.
   c.online.pm_warm_start = True
+  # Policies deployed before the first iteration besides `init`: comma-separated workdirs,
+  # each named by its directory. The first iteration collects its comparisons on the last one,
+  # as the paper's first online round deployed its best RLHF policy (the pipeline passes its
+  # PPO run); empty: on `init`.
+  c.online.deploy = ""
   c.online.prompts_per_iteration = 512 if small else 20_000
   c.online.seed = 500  # fresh prompts per iteration: seed + 1000 * iteration
   c.online.rs_share = 0.5  # response B: best-of-k by the current PM this often, else an earlier policy

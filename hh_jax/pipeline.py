@@ -26,7 +26,7 @@ def sources(workdir: str) -> dict[str, dict[str, str]]:
   return {"lm": {}, "pmp": {"init": d("lm")}, "pm": {"init": d("pmp")},
           "rs": {"init": d("lm"), "pm": d("pm")}, "distill": {"init": d("lm")},
           "ppo": {"init": d("distill"), "pm": d("pm")},
-          "online": {"init": d("distill"), "pm": d("pm"), "lm": d("pmp")}}
+          "online": {"init": d("distill"), "pm": d("pm"), "lm": d("pmp"), "deploy": d("ppo")}}
 
 
 def stage_config(config, name: str, workdir: str):
@@ -42,6 +42,7 @@ def stage_config(config, name: str, workdir: str):
       cfg.rs.scorer = "pm"
     if name == "online":  # its iterations' PM and PPO stages are `online.pm_stage` / `.ppo_stage`
       cfg.online.pm_init_workdir = src["lm"]
+      cfg.online.deploy = src["deploy"]  # the first iteration collects on the PPO policy
   return cfg
 
 

@@ -33,9 +33,17 @@ def _config(dirs):
 def test_two_iterations_record_pm_ppo_and_elo(runs):
   root, dirs = runs
   work = str(root / "loop")
-  record = main.run(_config(dirs), work)
+  # A policy deployed before the loop (as the pipeline deploys its PPO run): the LM again,
+  # under another directory name.
+  deployed = root / "ppo"
+  if not deployed.exists():
+    os.symlink(dirs["lm"], deployed)
+  config = _config(dirs)
+  config.online.deploy = str(deployed)
+  record = main.run(config, work)
   its = record["iterations"]
   assert [e["iteration"] for e in its] == [1, 2]
+  assert [e["collected_from"] for e in its] == ["ppo", "online_1"]
   for i, e in enumerate(its, start=1):
     it = os.path.join(work, f"iter_{i}")
     pairs, _ = hh_rlhf.read_file(os.path.join(it, "comparisons.jsonl"))
@@ -43,7 +51,7 @@ def test_two_iterations_record_pm_ppo_and_elo(runs):
     assert os.path.exists(os.path.join(it, "pm", "reward_stats.json"))
     assert os.path.exists(os.path.join(it, "ppo", "ppo_eval.json"))
     assert set(e["pm_accuracy"]) == {f"iter_{j}" for j in range(1, i + 1)}
-    assert {r["name"] for r in e["elo"]} == {"initial"} | {f"online_{j}" for j in range(1, i + 1)}
+    assert {r["name"] for r in e["elo"]} == {"initial", "ppo"} | {f"online_{j}" for j in range(1, i + 1)}
   # The second PM trained on the first iteration's comparisons too.
   with open(os.path.join(work, "iter_2", "pm", "config.json")) as f:
     files = json.load(f)["data"]["train_files"].split(",")
@@ -55,11 +63,11 @@ def test_two_iterations_record_pm_ppo_and_elo(runs):
       dirs["pm"])
   with open(os.path.join(work, "elo.json")) as f:
     rep = json.load(f)
-  assert rep["reference"] == "initial" and len(rep["models"]) == 3
+  assert rep["reference"] == "initial" and len(rep["models"]) == 4
   assert all(r["lo"] <= r["elo"] <= r["hi"] for r in rep["models"])
   # A rerun finds every iteration recorded and changes nothing.
   mtime = os.path.getmtime(os.path.join(work, "online_record.json"))
-  assert main.run(_config(dirs), work) == record
+  assert main.run(config, work) == record
   assert os.path.getmtime(os.path.join(work, "online_record.json")) == mtime
 
 
@@ -70,3 +78,7 @@ def test_needs_its_sources(runs, tmp_path):
   c.online.pm_init_workdir = ""
   with pytest.raises(UserError, match="pm_init_workdir"):
     main.run(c, str(tmp_path))
+  c = _config(dirs)
+  c.online.deploy = str(tmp_path / "nothing_here")
+  with pytest.raises(UserError, match="holds no run"):
+    main.run(c, str(tmp_path / "loop"))

@@ -3,7 +3,9 @@ rerun PPO, and keep score.
 
 Each iteration i, in `WORKDIR/iter_<i>/`:
   1. comparisons.jsonl (+ comparisons_test.jsonl, its held-out split): fresh prompts, two
-     responses each, drawn from the current best policy and a mix of rejection-sampled
+     responses each, drawn from the current best policy (the last deployed: the previous
+     iteration's, or for the first one the last of `online.deploy`, else the initial
+     policy) and a mix of rejection-sampled
      responses (best-of-k by the current PM) and earlier policies, labeled by the gold labeler
      with Bradley-Terry noise, or read from a human-judgment file in the hh-rlhf format;
   2. pm/: a PM stage trained on the old comparisons (the configured PM data) plus every
@@ -177,6 +179,22 @@ def elo_table(c, policies: Policies, deployed: dict, workdir: str) -> dict:
   return rep
 
 
+def deployed_before(deploy: str) -> dict[str, str]:
+  """{name: workdir} of `online.deploy`'s policies, each named by its directory."""
+  out = {}
+  for wd in [w for w in str(deploy).split(",") if w]:
+    wd = files.abspath(wd)
+    name = wd.rstrip("/").rsplit("/", 1)[-1]
+    if name in out or name == INITIAL or name.startswith("online_"):
+      raise UserError(f"online.deploy names two policies {name!r} (or one the loop uses "
+                      f"itself); give each deployed workdir its own directory name")
+    if not files.exists(files.join(wd, "config.json")):
+      raise UserError(f"online.deploy: {wd} holds no run (no config.json); pass the workdir "
+                      "of an LM, distill or PPO run")
+    out[name] = wd
+  return out
+
+
 def _stage_done(workdir: str, marker: str) -> bool:
   return files.exists(files.join(workdir, marker))
 
@@ -216,7 +234,7 @@ def run(config, workdir: str):
                              stop_ids=sampling.stop_ids_for(tok), pad_id=tok.pad_id)
 
   policies = Policies(mesh, settings_for)
-  deployed = {INITIAL: files.abspath(config.init.workdir)}
+  deployed = {INITIAL: files.abspath(config.init.workdir), **deployed_before(o.deploy)}
   pm_dir = files.abspath(config.pm.workdir)
   comparison_files, test_files = [], []
   for i in range(1, int(o.iterations) + 1):
@@ -224,6 +242,7 @@ def run(config, workdir: str):
     comp, test = files.join(it, "comparisons.jsonl"), files.join(it, "comparisons_test.jsonl")
     done = i <= len(record.iterations)
     t0 = time.perf_counter()
+    source = list(deployed)[-1]  # the policy `collect` deploys this iteration
     if not done and not files.exists(comp):
       counts = collect(config, policies, deployed, pm_dir, i, comp, test)
       print(f"online: iteration {i} comparisons {counts}", flush=True)
@@ -256,7 +275,8 @@ def run(config, workdir: str):
     accuracy = {f"iter_{j + 1}": pm_accuracy(new_pm, f, mesh) for j, f in enumerate(test_files)}
     ppo_eval = files.read_json(files.join(new_policy, "ppo_eval.json"))
     rep = elo_table(config, policies, deployed, workdir)
-    entry = {"iteration": i, **counts, "pm_accuracy": accuracy,
+    entry = {"iteration": i, **counts, "collected_from": source,
+             "pm_accuracy": accuracy,
              "ppo": {k: ppo_eval.get(k) for k in ("gold_initial", "gold_final", "gold_sem",
                                                  "pm_initial", "pm_final", "kl", "sqrt_kl_r2")},
              "elo": rep["models"], "seconds": time.perf_counter() - t0}
