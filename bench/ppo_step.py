@@ -73,7 +73,7 @@ def main():
   pcfg.epochs, pcfg.num_minibatches = 1, 1
   tx, vtx = optax.adamw(1e-6), optax.adamw(1e-6)
 
-  cpu_layout = sampling.decode_layout_for(mesh_lib.one_device_mesh())
+  cpu_layout = sampling.decode_layout_for(mesh_lib.one_device_mesh(), params)
   rollout = jax.jit(rollout_lib.make_rollout(nets, scoring, settings, cpu_layout=cpu_layout),
                     donate_argnums=(6,))
   sample = jax.jit(functools.partial(sampling.sample, policy, settings=settings,

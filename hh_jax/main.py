@@ -32,7 +32,11 @@ def _main(argv):
 
 
 def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
+  # One write, newline included: print() writes the text and the newline separately, and
+  # orbax's threads, still logging a failed save, could land between the two.
+  sys.stderr.flush()
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
   sys.exit(2)
 
 

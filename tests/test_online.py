@@ -51,7 +51,8 @@ def test_two_iterations_record_pm_ppo_and_elo(runs):
     assert os.path.exists(os.path.join(it, "pm", "reward_stats.json"))
     assert os.path.exists(os.path.join(it, "ppo", "ppo_eval.json"))
     assert set(e["pm_accuracy"]) == {f"iter_{j}" for j in range(1, i + 1)}
-    assert {r["name"] for r in e["elo"]} == {"initial", "ppo"} | {f"online_{j}" for j in range(1, i + 1)}
+    names = {"initial", "ppo"} | {f"online_{j}" for j in range(1, i + 1)}
+    assert {r["name"] for r in e["elo"]} == names
   # The second PM trained on the first iteration's comparisons too.
   with open(os.path.join(work, "iter_2", "pm", "config.json")) as f:
     files = json.load(f)["data"]["train_files"].split(",")

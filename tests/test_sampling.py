@@ -197,6 +197,17 @@ def test_cpu_decode_layout_gives_the_plain_weights_samples(scan):
   assert sampling.Sampler(cfg, params)._cpu_layout  # one CPU device: the sampler uses it
 
 
+def test_no_decode_copy_on_several_devices_or_past_the_size_cap(setup, monkeypatch):
+  cfg, _, params, _ = setup
+  one = mesh_lib.one_device_mesh()
+  assert sampling.decode_layout_for(one, params)
+  assert not sampling.decode_layout_for(mesh_lib.make_mesh({"data": 4, "fsdp": 2, "tensor": 1}),
+                                        params)
+  monkeypatch.setattr(sampling, "DECODE_COPY_MAX_BYTES", 1000)
+  assert not sampling.decode_layout_for(one, params)
+  assert not sampling.Sampler(cfg, params)._cpu_layout
+
+
 @pytest.mark.parametrize("vocab", [37, 64])
 def test_draw_follows_the_softmax_and_never_draws_a_filtered_token(vocab):
   logits = jnp.asarray(np.random.default_rng(vocab).standard_normal((1, vocab)) * 2, jnp.float32)

@@ -210,8 +210,8 @@ class Setup:
   def rollout_fn(self, with_test_pm: bool = False):
     key = bool(with_test_pm)
     if key not in self._rollouts:
-      fn = rollout_lib.make_rollout(self.models, self.scoring, self.settings,
-                                    cpu_layout=sampling.decode_layout_for(self.mesh))
+      layout = sampling.decode_layout_for(self.mesh, self.ref_params)
+      fn = rollout_lib.make_rollout(self.models, self.scoring, self.settings, cpu_layout=layout)
       self._rollouts[key] = jax.jit(fn, donate_argnums=(6,))
     return self._rollouts[key]
 

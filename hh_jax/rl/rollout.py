@@ -111,7 +111,7 @@ def rollout(params, ref_params, value_params, pm_params, prompt, prompt_mask, ca
   """Sample responses [batch, T] to left-padded prompts [batch, P], then `evaluate` them.
 
   cache: an empty KV cache for P + T tokens (donated; it comes back for the next call).
-  cpu_layout: `sampling.sample`'s (`sampling.decode_layout_for(mesh)`).
+  cpu_layout: `sampling.sample`'s (`sampling.decode_layout_for(mesh, params)`).
   Returns (batch for `ppo.make_update`'s update, plus sampler_logp, lengths; cache).
   """
   samples, cache = sampling.sample(sample_model, lm_params(params), prompt, prompt_mask, cache,
