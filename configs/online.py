@@ -2,7 +2,9 @@
 
 `init` is the initial policy (PPO of every iteration starts from it), `pm` the PM before the
 loop (it picks the first iteration's rejection samples), `lm` the LM (or PMP) run each new PM
-starts from. `pm_stage` and `ppo_stage` are the PM and PPO stage configs each iteration runs
+starts from; `--config.online.deploy=RUN[,RUN]` adds policies deployed before the loop (the
+first iteration collects on the last; the pipeline passes its PPO run). `pm_stage` and
+`ppo_stage` are the PM and PPO stage configs each iteration runs
 (their sources are filled in by the loop); override any of their fields as usual, e.g.
 `--config.ppo_stage.train.total_steps=60`.
 """
