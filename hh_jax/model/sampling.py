@@ -342,8 +342,10 @@ class Sampler:
     if not self._cpu_layout:
       return None
     if self._decode is None or self._decode[0] is not self.params:
-      make = jax.jit(functools.partial(transformer.decode_weights, cfg=self.cfg))
-      self._decode = (self.params, make(self.params))
+      if "decode_weights" not in self._programs:  # one compiled copy, whatever the params
+        self._programs["decode_weights"] = jax.jit(
+            functools.partial(transformer.decode_weights, cfg=self.cfg))
+      self._decode = (self.params, self._programs["decode_weights"](self.params))
     return self._decode[1]
 
   def _cache_shardings(self):

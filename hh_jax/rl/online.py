@@ -5,9 +5,9 @@ Each iteration i, in `WORKDIR/iter_<i>/`:
   1. comparisons.jsonl (+ comparisons_test.jsonl, its held-out split): fresh prompts, two
      responses each, drawn from the current best policy (the last deployed: the previous
      iteration's, or for the first one the last of `online.deploy`, else the initial
-     policy) and a mix of rejection-sampled
-     responses (best-of-k by the current PM) and earlier policies, labeled by the gold labeler
-     with Bradley-Terry noise, or read from a human-judgment file in the hh-rlhf format;
+     policy) and a mix of rejection-sampled responses (best-of-k by the current PM) and
+     earlier policies, labeled by the gold labeler with Bradley-Terry noise, or read from a
+     human-judgment file in the hh-rlhf format;
   2. pm/: a PM stage trained on the old comparisons (the configured PM data) plus every
      comparisons.jsonl so far, starting from the previous iteration's PM
      (`online.pm_warm_start`, the default: a small laptop budget then still accumulates) or
