@@ -39,6 +39,10 @@ def get_config(arg=None):
   c.online.seed = 500  # fresh prompts per iteration: seed + 1000 * iteration
   c.online.rs_share = 0.5  # response B: best-of-k by the current PM this often, else an earlier policy
   c.online.rs_k = 4
+  # Whose samples the best-of-k picks from: "initial" (the paper's RS models sampled the
+  # context-distilled LM; its samples still carry the details PPO policies learn to drop, so
+  # the labels keep teaching the PM which details help) or "latest".
+  c.online.rs_policy = "initial"
   c.online.label_temperature = 0.5  # the simulated labeler's Bradley-Terry noise
   c.online.human_files = ""  # one hh-rlhf jsonl of human judgments per iteration, instead
   c.online.test_fraction = 0.2  # of each iteration's comparisons: its test split

@@ -83,3 +83,40 @@ def test_needs_its_sources(runs, tmp_path):
   c.online.deploy = str(tmp_path / "nothing_here")
   with pytest.raises(UserError, match="holds no run"):
     main.run(c, str(tmp_path / "loop"))
+
+
+class _Recorder:
+  """Stands in for `online.Policies`: answers every request with text naming the policy and
+  records which policy each call sampled, and how many samples per context."""
+
+  def __init__(self, mesh):
+    self.mesh, self.calls = mesh, []
+
+  def respond(self, workdir, contexts, key, k=1):
+    del key
+    self.calls.append((os.path.basename(workdir), k))
+    return [[f"From {os.path.basename(workdir)} draw {j} of {k} for {n}." for j in range(k)]
+            for n in range(len(contexts))]
+
+
+@pytest.mark.parametrize("rs_policy,expected", [("initial", "lm"), ("latest", "ppo")])
+def test_best_of_k_draws_from_the_configured_policy(runs, tmp_path, rs_policy, expected):
+  from hh_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
+  _, dirs = runs
+  c = _config(dirs)
+  c.online.rs_policy = rs_policy
+  c.online.rs_share = 1.0
+  rec = _Recorder(mesh_lib.one_device_mesh())
+  deployed = {"initial": dirs["lm"], "ppo": str(tmp_path / "ppo")}
+  online.collect(c, rec, deployed, dirs["pm"], 1, str(tmp_path / "c.jsonl"),
+                 str(tmp_path / "t.jsonl"))
+  # A from the latest deployed policy, B = best-of-k from the configured one.
+  assert rec.calls == [("ppo", 1), (expected, c.online.rs_k)]
+  pairs, _ = hh_rlhf.read_file(str(tmp_path / "c.jsonl"))
+  assert pairs and all({p.chosen.split()[1], p.rejected.split()[1]} == {"ppo", expected}
+                       for p in pairs)
+  c.online.rs_policy = "best"
+  with pytest.raises(UserError, match="rs_policy"):
+    online.collect(c, rec, deployed, dirs["pm"], 1, str(tmp_path / "c.jsonl"),
+                   str(tmp_path / "t.jsonl"))

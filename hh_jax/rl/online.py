@@ -5,9 +5,10 @@ Each iteration i, in `WORKDIR/iter_<i>/`:
   1. comparisons.jsonl (+ comparisons_test.jsonl, its held-out split): fresh prompts, two
      responses each, drawn from the current best policy (the last deployed: the previous
      iteration's, or for the first one the last of `online.deploy`, else the initial
-     policy) and a mix of rejection-sampled responses (best-of-k by the current PM) and
-     earlier policies, labeled by the gold labeler with Bradley-Terry noise, or read from a
-     human-judgment file in the hh-rlhf format;
+     policy) and a mix of rejection-sampled responses (best-of-k by the current PM of the
+     initial policy's samples, as the paper's RS models drew from the context-distilled
+     LM: `online.rs_policy`) and earlier policies, labeled by the gold labeler with
+     Bradley-Terry noise, or read from a human-judgment file in the hh-rlhf format;
   2. pm/: a PM stage trained on the old comparisons (the configured PM data) plus every
      comparisons.jsonl so far, starting from the previous iteration's PM
      (`online.pm_warm_start`, the default: a small laptop budget then still accumulates) or
@@ -102,6 +103,13 @@ class Policies:
                                        sampler.batch_size)
 
 
+def rs_policy(o) -> str:
+  """`online.rs_policy`, checked: whose samples the best-of-k of response B picks from."""
+  if o.rs_policy not in ("initial", "latest"):
+    raise UserError(f"online.rs_policy={o.rs_policy!r}; use 'initial' or 'latest'")
+  return o.rs_policy
+
+
 def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
             out: str, out_test: str) -> dict:
   """Writes this iteration's comparisons (and their held-out split); returns counts."""
@@ -121,12 +129,13 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
     latest = deployed[names[-1]]
     a = [r[0] for r in policies.respond(latest, contexts, jax.random.fold_in(key, 0))]
     rng = random.Random(f"online/{o.seed}/{iteration}")
-    # B: best-of-k of the latest policy by the current PM, or one of the earlier policies.
+    # B: best-of-k by the current PM of `online.rs_policy`'s samples, or an earlier policy.
+    rs_from = deployed[INITIAL] if rs_policy(o) == "initial" else latest
     use_rs = [rng.random() < o.rs_share for _ in contexts]
     b = [""] * len(contexts)
     rs_rows = [j for j, u in enumerate(use_rs) if u]
     if rs_rows:
-      cands = policies.respond(latest, [contexts[j] for j in rs_rows],
+      cands = policies.respond(rs_from, [contexts[j] for j in rs_rows],
                                jax.random.fold_in(key, 1), k=o.rs_k)
       scorer = reward.PMScorer.from_workdir(pm_dir, policies.mesh)
       for j, cs in zip(rs_rows, cands):
@@ -223,6 +232,7 @@ def run(config, workdir: str):
   if not config.pm.workdir:
     raise UserError("the first iteration's rejection sampling needs a PM: pass "
                     "--config.pm.workdir=PM_RUN")
+  rs_policy(o)
   workdir = files.abspath(workdir)
   files.makedirs(workdir)
   mesh = mesh_lib.one_device_mesh()
