@@ -46,12 +46,26 @@ def stage_config(config, name: str, workdir: str):
   return cfg
 
 
+def use_compile_cache(setting: str, workdir: str) -> str | None:
+  """Points XLA's persistent compilation cache at `setting` ("auto": WORKDIR/jax_cache on a
+  local workdir) unless one is set already (the tests share theirs); returns the directory."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.config.jax_compilation_cache_dir:
+    return jax.config.jax_compilation_cache_dir
+  path = files.join(workdir, "jax_cache") if setting == "auto" else str(setting or "")
+  if not path or (setting == "auto" and files.is_remote(workdir)):
+    return None
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
+
+
 def run(config, workdir: str):
   """The pipeline; returns the report dict. Rerun the same command to resume."""
   from hh_jax import stages  # pylint: disable=g-import-not-at-top
   from hh_jax.eval import report as report_lib  # pylint: disable=g-import-not-at-top
   workdir = files.abspath(workdir)
   files.makedirs(workdir)
+  use_compile_cache(config.get("compile_cache", "auto"), workdir)
   timings_path = files.join(workdir, "timings.json")
   timings = files.read_json(timings_path) if files.exists(timings_path) else {}
   t_all = time.perf_counter()

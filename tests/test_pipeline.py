@@ -88,3 +88,29 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_record(piped, tmp_
   assert not os.path.exists(os.path.join(cut, "report.md"))  # it really was cut short
   subprocess.run(_cli(cut), cwd=REPO, env=env, check=True, capture_output=True)
   assert _outcome(cut) == _outcome(ref)
+
+
+def test_compile_cache_goes_to_the_workdir_unless_one_is_set(tmp_path):
+  """Where `configs/pipeline.py`'s compile_cache="auto" puts XLA's persistent cache, checked in
+  a fresh interpreter (this one's cache is the tests' own, which the pipeline must keep)."""
+  code = ("import sys, jax; from hh_jax import pipeline; "
+          "print(pipeline.use_compile_cache(sys.argv[1], sys.argv[2]), "
+          "jax.config.jax_compilation_cache_dir)")
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env["JAX_PLATFORMS"] = "cpu"
+
+  def where(setting, workdir):
+    out = subprocess.run([sys.executable, "-c", code, setting, workdir], cwd=REPO, env=env,
+                         check=True, capture_output=True, text=True).stdout.split()
+    return out[-2:]
+
+  work = str(tmp_path / "run")
+  assert where("auto", work) == [os.path.join(work, "jax_cache")] * 2
+  assert where(str(tmp_path / "c"), work) == [str(tmp_path / "c")] * 2
+  assert where("", work) == ["None", "None"]
+  assert where("auto", "gs://bucket/run") == ["None", "None"]
+  # Set already (as here, by tests/conftest.py): left as it is.
+  import jax  # pylint: disable=g-import-not-at-top
+  before = jax.config.jax_compilation_cache_dir
+  assert before and pipeline.use_compile_cache("auto", work) == before
+  assert jax.config.jax_compilation_cache_dir == before
