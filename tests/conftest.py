@@ -9,14 +9,20 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests compile the same small steps many times (a resumed run recompiles what the first
+# run compiled); a persistent cache shared by the xdist workers pays for each compile once.
+# Set through the environment, so the stage subprocesses of the kill-and-rerun tests (which
+# pass os.environ on) share it too: their reference, killed and rerun processes compile the
+# same programs. A kill mid-write leaves a torn entry, which JAX's zlib check turns into a
+# warning and a recompile.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ.get("HH_JAX_TEST_CACHE",
+                                                         "/tmp/hh_jax_test_jax_cache")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-# Tests compile the same small steps many times (a resumed run recompiles what the first
-# run compiled); a persistent cache shared by the xdist workers pays for each compile once.
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("HH_JAX_TEST_CACHE", "/tmp/hh_jax_test_jax_cache"))
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
