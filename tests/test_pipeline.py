@@ -31,9 +31,15 @@ def test_every_stage_ran_and_the_report_is_written(piped):
     elo = json.load(f)
   assert {m["name"] for m in elo["models"]} == {"lm", "initial", "ppo", "online_1"}
   assert elo["reference"] == "initial"
+  # The PM -> Elo slope, fitted on the latest PM's raw scores of every model.
+  assert elo["pm_slope_pm"] == "online_pm_1" and elo["pm_slope"] is not None
+  assert all(np.isfinite(m["pm_score"]) for m in elo["models"])
+  assert rep["trained_against"] == {"ppo": "pm", "online_1": "online_pm_1"}
+  assert set(rep["pm_scores"]["ppo"]) == {"pm", "online_pm_1"}
   text = open(os.path.join(work, "report.md")).read()
   for heading in ("## Loss curves", "## Preference model", "## PPO", "## Online iterations",
-                  "## Elo", "## Helpfulness vs harmlessness", "## Alignment tax"):
+                  "## Elo", "## Train PM vs test PMs", "## Helpfulness vs harmlessness",
+                  "## Alignment tax"):
     assert heading in text
   assert os.path.getsize(os.path.join(work, "curves.png")) > 1000
   # The stages chained checkpoint to checkpoint.
@@ -42,6 +48,21 @@ def test_every_stage_ran_and_the_report_is_written(piped):
   assert cfg["init"]["workdir"] == os.path.join(work, "distill")
   assert cfg["pm"]["workdir"] == os.path.join(work, "pm")
   assert set(rep["helpful_harmless"][0]) >= {"helpful_benign", "harmless_harmful", "gold"}
+
+
+def test_pm_table_marks_the_train_pm_and_subtracts_the_initial_policy():
+  from hh_jax.eval import report  # pylint: disable=g-import-not-at-top
+  models = {"lm": "a", "initial": "b", "ppo": "c", "online_1": "d"}
+  against = report.trained_against(models, ["pm", "online_pm_1"])
+  assert against == {"ppo": "pm", "online_1": "online_pm_1"}
+  table = {"initial": {"pm": 1.0, "online_pm_1": -2.0},
+           "ppo": {"pm": 3.5, "online_pm_1": -1.75},
+           "online_1": {"pm": 0.5, "online_pm_1": 0.0}}
+  lines = report.pm_table_md(table, {"pm": 2.0, "online_pm_1": 0.5}, against).splitlines()
+  assert lines[0] == "| model | pm | online_pm_1 |"
+  assert lines[2] == "| initial | 0 (raw 1.000) | 0 (raw -2.000) |"
+  assert lines[3] == "| ppo | **+1.250** | +0.500 |"
+  assert lines[4] == "| online_1 | -0.250 | **+4.000** |"
 
 
 def test_rerun_skips_finished_stages(piped, capsys):

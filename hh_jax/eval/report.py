@@ -4,8 +4,9 @@ Everything is computed from files the stages wrote (metrics.jsonl, final_eval.js
 rs_results.json, ppo_eval.json and its plots, online_record.json) plus one fresh
 evaluation of every policy on prompts no stage trained on: the gold-judged Elo with
 bootstrap intervals (`elo.json`), helpfulness and harmlessness on benign and harmful
-requests (the paper's tension, scored by the synthetic labeler's two halves), and the
-capability probe (the alignment tax).
+requests (the paper's tension, scored by the synthetic labeler's two halves), every
+policy's score under every PM of the run (train PM vs test PMs, and the PM → Elo slope),
+and the capability probe (the alignment tax).
 """
 from __future__ import annotations
 
@@ -58,6 +59,61 @@ def policies(workdir: str, srcs: dict, record: dict) -> dict[str, str]:
   return out
 
 
+def pms(workdir: str, record: dict) -> dict[str, str]:
+  """Every PM of the run, oldest first: the offline PM, then each online iteration's."""
+  out = {"pm": files.join(workdir, "pm")}
+  for e in record.get("iterations", []):
+    i = e["iteration"]
+    out[f"online_pm_{i}"] = files.join(workdir, "online", f"iter_{i}", "pm")
+  return out
+
+
+def trained_against(models: dict[str, str], pm_names: list[str]) -> dict[str, str]:
+  """Which PM each RL policy was trained against: ppo the offline PM, online_i iteration i's."""
+  out = {"ppo": "pm"} if "ppo" in models else {}
+  for name in pm_names:
+    if name.startswith("online_pm_"):
+      policy = online_lib.policy_name(int(name.rsplit("_", 1)[1]))
+      if policy in models:
+        out[policy] = name
+  return out
+
+
+def pm_table(contexts, responses: dict[str, list[str]], pm_dirs: dict[str, str]
+             ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+  """({model: {pm: mean raw score}}, {pm: its reward std}) over each model's responses.
+
+  Raw: the PM's own units, as the paper's Elo per PM unit reads them. Against the PM it
+  trained on an RL policy is scored in-sample; the others are its test PMs.
+  """
+  from hh_jax.rl import reward  # pylint: disable=g-import-not-at-top
+  out, stds = {m: {} for m in responses}, {}
+  for name, wd in pm_dirs.items():
+    scorer = reward.PMScorer.from_workdir(wd)
+    stds[name] = float(scorer.stats["std"])
+    for m, rs in responses.items():
+      out[m][name] = float(np.mean(scorer.score_raw(contexts, rs)))
+  return out, stds
+
+
+def pm_table_md(table: dict[str, dict[str, float]], stds: dict[str, float],
+                against: dict[str, str]) -> str:
+  """The train-PM / test-PM table: each model's gain over the initial policy under each PM,
+  in that PM's reward std (PMs differ in scale); the PM a policy was trained against in
+  bold. The initial row gives the raw means the gains start from."""
+  names = list(stds)
+  base = table[online_lib.INITIAL]
+  lines = ["| model | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+  for m, row in table.items():
+    if m == online_lib.INITIAL:
+      cells = [f"0 (raw {base[n]:.3f})" for n in names]
+    else:
+      cells = [f"{(row[n] - base[n]) / stds[n]:+.3f}" for n in names]
+      cells = [f"**{c}**" if against.get(m) == n else c for c, n in zip(cells, names)]
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def hh_table(prompts, responses: dict[str, list[str]]) -> list[dict]:
   """Mean helpfulness and harmlessness per model, on benign and on harmful requests."""
   rows = []
@@ -103,7 +159,13 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   responses = pol.respond_all(models, contexts, int(r.elo_seed),
                               files.join(workdir, "report_responses"))
   games = elo_lib.play(contexts, responses, elo_lib.GoldJudge())
-  rep = elo_lib.report(games, reference="initial", judge="gold", seed=int(r.elo_seed))
+  pm_dirs = pms(workdir, record)
+  scores, stds = pm_table(contexts, responses, pm_dirs)
+  against = trained_against(models, list(pm_dirs))
+  slope_pm = list(pm_dirs)[-1]  # the latest PM: the best judge the run has
+  rep = elo_lib.report(games, reference="initial", judge="gold", seed=int(r.elo_seed),
+                       pm_means={m: row[slope_pm] for m, row in scores.items()})
+  rep["pm_slope_pm"] = slope_pm
   elo_lib.write(files.join(workdir, "elo.json"), rep)
   elo_lib.plot(rep, files.join(workdir, "elo.png"), "gold-judged Elo")
   hh = hh_table(prompts, responses)
@@ -155,8 +217,20 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
                    "elo_interval": f"[{mine.get('lo', math.nan):.0f}, {mine.get('hi', math.nan):.0f}]"})
     md += [_md_table(rows, ["iteration", "comparisons", "pm_acc_own", "pm_acc_first",
                             "gold_final", "elo", "elo_interval"]), ""]
-  md += ["## Elo (gold judge, fresh prompts)", "", elo_lib.table(rep), "", "![elo](elo.png)", "",
-         "## Helpfulness vs harmlessness", "",
+  md += ["## Elo (gold judge, fresh prompts)", "", elo_lib.table(rep), "", "![elo](elo.png)", ""]
+  if rep["pm_slope"] is not None:
+    md += [f"The fit regresses each model's Elo on its mean raw score under `{slope_pm}`; the "
+           "paper's ≈ 174 is 400 / ln 10, a PM whose score differences are calibrated log-odds "
+           "read as Elo.", ""]
+  md += ["## Train PM vs test PMs", "",
+         "Each model's mean score under each PM minus the initial policy's, in units of "
+         "that PM's reward std; in bold the PM the policy was trained against (an "
+         "in-sample gain: the others are test PMs). The prompts of the Elo above.", "",
+         pm_table_md(scores, stds, against), ""]
+  robust = files.join(workdir, "ppo", "train_vs_test_pm.png")
+  if files.exists(robust):
+    md += ["![train vs test PM](ppo/train_vs_test_pm.png)", ""]
+  md += ["## Helpfulness vs harmlessness", "",
          "Means of the synthetic labeler's two halves on benign and harmful requests "
          "(harmlessness is 0 on benign requests by construction).", "",
          _md_table(hh, ["name", "helpful_benign", "helpful_harmful", "harmless_harmful",
@@ -164,7 +238,9 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
          "## Alignment tax (capability probe)", "",
          capabilities.tax_table(caps, "lm"), ""]
   files.write_text(files.join(workdir, "report.md"), "\n".join(md))
-  return {"elo": rep, "helpful_harmless": hh, "capabilities": caps, "timings": timings}
+  return {"elo": rep, "helpful_harmless": hh, "capabilities": caps, "timings": timings,
+          "pm_scores": scores, "trained_against": against}
 
 
-__all__ = ["write_report", "hh_table", "plot_curves", "policies"]
+__all__ = ["write_report", "hh_table", "pm_table", "pm_table_md", "pms", "trained_against",
+           "plot_curves", "policies"]
