@@ -1,7 +1,7 @@
 """The bag-of-words baseline learns what words can tell, and no more."""
 import numpy as np
 
-from hh_jax.data import synthetic
+from hh_jax.data import synthetic_pairs
 from hh_jax.eval import bow_baseline
 from hh_jax.data.pairs import Pair
 
@@ -16,8 +16,8 @@ def test_learns_a_word_preference():
 
 
 def test_synthetic_mixed_task_is_not_solved_by_words():
-  train = synthetic.comparisons(1500, seed=0, mixture="mixed")
-  test = synthetic.comparisons(500, seed=1, mixture="mixed")
+  train = synthetic_pairs.comparisons(1500, seed=0, mixture="mixed")
+  test = synthetic_pairs.comparisons(500, seed=1, mixture="mixed")
   model = bow_baseline.fit(train)
   acc = bow_baseline.accuracy(model, test)
   # Words alone help (refusals, hedges, detail counts) but context decides the rest;

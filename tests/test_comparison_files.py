@@ -7,7 +7,7 @@ import pytest
 from configs import pm as pm_config
 from hh_jax.data import hh_rlhf, synthetic
 from hh_jax.errors import UserError
-from hh_jax.rl import labelers
+from hh_jax.data import labelers
 from hh_jax.train import pm
 
 

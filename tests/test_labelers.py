@@ -4,7 +4,7 @@ import math
 import random
 
 from hh_jax.data import synthetic as syn
-from hh_jax.rl import labelers
+from hh_jax.data import labelers
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@ import json
 import re
 
 from configs import pm as pm_config, pmp as pmp_config
-from hh_jax.data import synthetic
+from hh_jax.data import synthetic_pairs
 from hh_jax.train import pm
 
 
@@ -13,7 +13,7 @@ def _texts(pairs):
 
 def test_pmp_holds_out_before_cycling_a_tiny_dump(tmp_path, capsys):
   xml = tmp_path / "Posts.xml"
-  xml.write_text(synthetic.stackexchange_posts_xml(12, seed=0), encoding="utf-8")
+  xml.write_text(synthetic_pairs.stackexchange_posts_xml(12, seed=0), encoding="utf-8")
   c = pmp_config.get_config("size=test,runlocal=True")
   c.data.stackexchange = str(xml)
   c.data.num_pairs = 2000  # far more than the dump has: the source is cycled

@@ -87,11 +87,11 @@ def accuracy(model: BowModel, pairs: Sequence[Pair]) -> float:
 def synthetic_report(num_train: int = 4000, num_test: int = 1000, seed: int = 0
                      ) -> dict[str, float]:
   """Train->test accuracy on noise-free synthetic comparisons, per mixture."""
-  from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from hh_jax.data import synthetic, synthetic_pairs  # pylint: disable=g-import-not-at-top
   out = {}
   for mixture in synthetic.MIXTURES:
-    train = synthetic.comparisons(num_train, seed, mixture)
-    test = synthetic.comparisons(num_test, seed + 1, mixture)
+    train = synthetic_pairs.comparisons(num_train, seed, mixture)
+    test = synthetic_pairs.comparisons(num_test, seed + 1, mixture)
     model = fit(train)
     out[f"synthetic/{mixture}/train"] = accuracy(model, train)
     out[f"synthetic/{mixture}/test"] = accuracy(model, test)

@@ -287,7 +287,7 @@ class ScoreJudge:
     return np.asarray([self._cache[(c, r)] for c, r in zip(contexts, responses)], np.float64)
 
   def compare(self, contexts, responses_a, responses_b) -> np.ndarray:
-    from hh_jax.rl import labelers  # pylint: disable=g-import-not-at-top  (eval stays light)
+    from hh_jax.data import labelers  # pylint: disable=g-import-not-at-top  (eval stays light)
     sa, sb = self.scores(contexts, responses_a), self.scores(contexts, responses_b)
     if self.temperature == 0:
       return np.where(sa > sb, 1.0, np.where(sa < sb, 0.0, 0.5))
@@ -297,7 +297,7 @@ class ScoreJudge:
 
 def GoldJudge(temperature: float = 0.0, seed: int = 0, scorer: str = "gold") -> ScoreJudge:  # noqa: N802
   """The synthetic task's labeler (`labelers.SCORERS[scorer]`, default gold_score) as a judge."""
-  from hh_jax.rl import labelers  # pylint: disable=g-import-not-at-top
+  from hh_jax.data import labelers  # pylint: disable=g-import-not-at-top
   if scorer not in labelers.SCORERS:
     raise UserError(f"unknown scorer {scorer!r}; use one of {sorted(labelers.SCORERS)}")
   fn = labelers.SCORERS[scorer]

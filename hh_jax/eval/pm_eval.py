@@ -14,7 +14,8 @@ import numpy as np
 from hh_jax import files
 from hh_jax.errors import UserError
 from hh_jax.eval import plots, preference
-from hh_jax.rl import labelers, reward
+from hh_jax.data import labelers
+from hh_jax.rl import reward
 from hh_jax.train import runner
 
 
@@ -29,8 +30,8 @@ def load_pairs(ev, seed: int):
       out.extend(got)
     return out, "files"
   if ev.synthetic_pairs:
-    from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-    return synthetic.comparisons(ev.synthetic_pairs, seed, ev.mixture, 0.0), "synthetic"
+    from hh_jax.data import synthetic_pairs  # pylint: disable=g-import-not-at-top
+    return synthetic_pairs.comparisons(ev.synthetic_pairs, seed, ev.mixture, 0.0), "synthetic"
   raise UserError("nothing to evaluate: pass --config.eval.files=PATH[,PATH] (hh-rlhf "
                   "jsonl[.gz]) or --config.eval.synthetic_pairs=N")
 

@@ -19,7 +19,7 @@ from hh_jax import metrics as metrics_lib
 from hh_jax.data import synthetic
 from hh_jax.eval import capabilities
 from hh_jax.eval import elo as elo_lib
-from hh_jax.rl import labelers
+from hh_jax.data import labelers
 from hh_jax.rl import online as online_lib
 
 CURVES = {"lm": "loss", "pmp": "loss", "pm": "loss", "distill": "loss",

@@ -38,7 +38,7 @@ from hh_jax.eval import elo as elo_lib
 from hh_jax.model import params as params_lib
 from hh_jax.model import sampling
 from hh_jax.parallel import mesh as mesh_lib
-from hh_jax.rl import labelers
+from hh_jax.data import labelers
 from hh_jax.rl import prompts as prompts_lib
 from hh_jax.rl import reward
 

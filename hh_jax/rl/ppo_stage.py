@@ -34,7 +34,7 @@ from hh_jax.errors import Preempted, UserError
 from hh_jax.model import params as params_lib
 from hh_jax.model import sampling, transformer
 from hh_jax.parallel import mesh as mesh_lib
-from hh_jax.rl import labelers
+from hh_jax.data import labelers
 from hh_jax.rl import prompts as prompts_lib
 from hh_jax.rl import rollout as rollout_lib
 from hh_jax.train import optimizer as optim_lib

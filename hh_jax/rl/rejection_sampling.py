@@ -26,7 +26,7 @@ from hh_jax.data import hh_rlhf, synthetic
 from hh_jax.errors import Preempted, UserError
 from hh_jax.model import params as params_lib, sampling
 from hh_jax.parallel import mesh as mesh_lib
-from hh_jax.rl import labelers
+from hh_jax.data import labelers
 from hh_jax.train import runner
 
 

@@ -197,9 +197,9 @@ def source_pairs(config, workdir, source: str):
   """(train pairs, held-out pairs) of one source."""
   d = config.data
   if source == "synthetic":
-    from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-    train = synthetic.comparisons(d.num_train, config.seed, d.mixture, d.temperature)
-    held = synthetic.comparisons(d.num_eval, config.seed + 1000, d.mixture, 0.0)
+    from hh_jax.data import synthetic_pairs  # pylint: disable=g-import-not-at-top
+    train = synthetic_pairs.comparisons(d.num_train, config.seed, d.mixture, d.temperature)
+    held = synthetic_pairs.comparisons(d.num_eval, config.seed + 1000, d.mixture, 0.0)
     return train, held
   if source == "hh_rlhf":
     train_files = _files(d.train_files)
@@ -230,14 +230,14 @@ def pmp_pairs(config, workdir):
   d = config.data
   se_path = d.stackexchange
   if d.synthetic_questions and not se_path:
-    from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    from hh_jax.data import synthetic_pairs  # pylint: disable=g-import-not-at-top
     # The PMP readers parse local files: for a gs:// workdir each process writes its own
     # local copy (the text is a function of the seed, so every copy is the same).
     local = (tempfile.mkdtemp(prefix="hh_jax_pmp_") if files.is_remote(workdir) else workdir)
     se_path = os.path.join(local, "Posts.xml")
     if (files.is_remote(workdir) or jax.process_index() == 0) and not os.path.exists(se_path):
       with open(se_path, "w") as f:
-        f.write(synthetic.stackexchange_posts_xml(d.synthetic_questions, config.seed))
+        f.write(synthetic_pairs.stackexchange_posts_xml(d.synthetic_questions, config.seed))
   share = d.get("max_bad_share", pmp.DEFAULT_MAX_BAD_SHARE)
   sources = {"stackexchange": pmp.stackexchange_pairs(se_path, share) if se_path else [],
              "reddit": (pmp.reddit_pairs(d.reddit_comments, d.reddit_submissions or None,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hh_jax.data import pairs as pairs_lib
-from hh_jax.data import synthetic
+from hh_jax.data import synthetic, synthetic_pairs
 from hh_jax.data.pairs import Pair
 
 
@@ -53,7 +53,7 @@ def test_truncation_keeps_the_end_and_eoc(byte_tok):
 def test_with_the_project_tokenizer():
   tokenizer = pytest.importorskip("hh_jax.data.tokenizer")
   tok = tokenizer.train(synthetic.lm_corpus(200, seed=0), vocab_size=400)
-  data = synthetic.comparisons(4, seed=0)
+  data = synthetic_pairs.comparisons(4, seed=0)
   b = pairs_lib.encode_pairs(data, tok, seq_len=48)
   rows = np.arange(4)[:, None], np.arange(2)[None, :]
   assert (b["tokens"][rows[0], rows[1], b["eoc_pos"]] == tok.eoc_id).all()

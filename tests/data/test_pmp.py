@@ -4,8 +4,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from hh_jax.data import pmp, synthetic
-from hh_jax.rl import labelers
+from hh_jax.data import pmp, synthetic_pairs
+from hh_jax.data import labelers
 from hh_jax.data.pairs import Pair
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -116,8 +116,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 
 def test_synthetic_stackexchange_roundtrip(tmp_path):
-  xml = synthetic.stackexchange_posts_xml(40, seed=0)
-  assert xml == synthetic.stackexchange_posts_xml(40, seed=0)
+  xml = synthetic_pairs.stackexchange_posts_xml(40, seed=0)
+  assert xml == synthetic_pairs.stackexchange_posts_xml(40, seed=0)
   path = tmp_path / "Posts.xml"
   path.write_text(xml, encoding="utf-8")
   rows = ET.parse(path).getroot().findall("row")

@@ -4,7 +4,8 @@ import hashlib
 import pytest
 
 from hh_jax.data import synthetic as syn
-from hh_jax.rl import labelers
+from hh_jax.data import synthetic_pairs as sp
+from hh_jax.data import labelers
 
 
 def _digest(items) -> str:
@@ -15,11 +16,11 @@ def test_same_seed_same_bytes():
   assert _digest(syn.lm_corpus(200, seed=7)) == _digest(syn.lm_corpus(200, seed=7))
   assert syn.lm_corpus(50, seed=7) != syn.lm_corpus(50, seed=8)
   for mixture in syn.MIXTURES:
-    a = syn.comparisons(100, seed=3, mixture=mixture, temperature=1.0)
-    assert _digest(a) == _digest(syn.comparisons(100, seed=3, mixture=mixture,
+    a = sp.comparisons(100, seed=3, mixture=mixture, temperature=1.0)
+    assert _digest(a) == _digest(sp.comparisons(100, seed=3, mixture=mixture,
                                                  temperature=1.0))
   assert _digest(syn.prompts(50, 1)) == _digest(syn.prompts(50, 1))
-  assert syn.stackexchange_posts_xml(10, 2) == syn.stackexchange_posts_xml(10, 2)
+  assert sp.stackexchange_posts_xml(10, 2) == sp.stackexchange_posts_xml(10, 2)
 
 
 def test_lm_corpus_format():
@@ -56,26 +57,26 @@ def test_follow_up_refers_to_the_earlier_request():
 
 
 def test_comparisons_follow_bradley_terry():
-  pairs = syn.comparisons(400, seed=1, mixture="mixed", temperature=0.0)
+  pairs = sp.comparisons(400, seed=1, mixture="mixed", temperature=0.0)
   assert all(labelers.gold_score(p.context, p.chosen) > labelers.gold_score(p.context, p.rejected)
              for p in pairs)
-  noisy = syn.comparisons(400, seed=1, mixture="mixed", temperature=2.0)
+  noisy = sp.comparisons(400, seed=1, mixture="mixed", temperature=2.0)
   agree = sum(labelers.gold_score(p.context, p.chosen) > labelers.gold_score(p.context, p.rejected)
               for p in noisy) / len(noisy)
   assert 0.6 < agree < 0.95, agree
   assert all(not syn.parse_request(p.context).harmful
-             for p in syn.comparisons(100, 0, mixture="helpful"))
+             for p in sp.comparisons(100, 0, mixture="helpful"))
   assert all(syn.parse_request(p.context).harmful
-             for p in syn.comparisons(100, 0, mixture="harmless"))
-  helpful_labels = syn.comparisons(200, 0, mixture="harmless", scorer="helpful")
+             for p in sp.comparisons(100, 0, mixture="harmless"))
+  helpful_labels = sp.comparisons(200, 0, mixture="harmless", scorer="helpful")
   assert sum(labelers.helpfulness(p.context, p.chosen) > labelers.helpfulness(p.context, p.rejected)
              for p in helpful_labels) == 200
 
 
 def test_bad_arguments_raise_clear_errors():
   with pytest.raises(ValueError, match="unknown mixture"):
-    syn.comparisons(1, 0, mixture="helpfull")
+    sp.comparisons(1, 0, mixture="helpfull")
   with pytest.raises(ValueError, match="unknown scorer"):
-    syn.comparisons(1, 0, scorer="human")
+    sp.comparisons(1, 0, scorer="human")
   with pytest.raises(ValueError, match="temperature"):
-    syn.comparisons(1, 0, temperature=-1.0)
+    sp.comparisons(1, 0, temperature=-1.0)

@@ -7,10 +7,10 @@ request costs and declining it kindly earns. Length, keyword stuffing and hedgin
 nothing, so a learned reward that latches onto them is visibly hacked (`gaming_features`).
 
 These are the project's stand-in for human labelers, used wherever the paper asks people:
-labelling the world's comparisons (`synthetic.comparisons`), the online loop's fresh pairs
+labelling the world's comparisons (`synthetic_pairs.comparisons`), the online loop's fresh pairs
 (`label_pair`), the gold-vs-k tables of rejection sampling (`GoldScorer`) and PPO's gold
-curve. They live in rl/ beside the PM scorer they are compared with; the world generator
-imports them, they import only the world's vocabulary.
+curve. They live in data/ with the world they judge: they import only the world's vocabulary
+(`synthetic`), which imports nothing of them; `synthetic_pairs` reads both.
 """
 from __future__ import annotations
 
