@@ -56,7 +56,9 @@ class Skips:
   def check(self, hint: str = "fix the file") -> None:
     """Raises one line when more than `max_bad_share` of the records were bad."""
     bad = len(self.reasons)
-    if bad and bad > self.max_bad_share * self.records:
+    # bad / records, not share * records: the quotient rounds to the same float as the share
+    # written out (29 of 100 is 0.29), the product need not (0.29 * 100 = 28.999999999999996).
+    if bad and bad / max(self.records, 1) > self.max_bad_share:
       raise UserError(f"{self.path}: {bad} of {self.records} records malformed, more than "
                       f"max_bad_share={self.max_bad_share:g} (first: {self.reasons[0]}"
                       + (f"; damaged: {self.truncated}" if self.truncated else "")
