@@ -72,13 +72,13 @@ def test_hh_rlhf_keeps_every_good_pair_and_counts_each_skip(tmp_path, mode, caps
       json.dumps({"chosen": f"{H} no turn", "rejected": c1}),   # 11 malformed
       b"\xff\xfe bad utf-8",                                    # 12 malformed
       "   ",                                                    # blank
-      _hh(f"{H} é?{A}", " ü", " ß"),                           # 14 kept
+      _hh(f"{H} é?{A}", " same ü", " same ß"),                 # 14 kept: differ at the end
       _hh(c1, " last", " line"),                                # 15 kept, no final newline
   ]
   path = _write(tmp_path, "train.jsonl", lines, gz=mode == "gz", last_newline=False)
   pairs, rep = hh_rlhf.read_file(path, max_bad_share=1.0, source="s")
   assert pairs == [Pair(c1, " yes", " no", 1, "s"), Pair(c2, " sure", " never", 2, "s"),
-                   Pair(f"{H} é?{A}", " ü", " ß", 1, "s"),
+                   Pair(f"{H} é?{A}", " same ü", " same ß", 1, "s"),
                    Pair(c1, " last", " line", 1, "s")]
   assert (rep.lines, rep.pairs, rep.differing_context, rep.empty_response, rep.identical) == (
       13, 4, 1, 1, 1)
@@ -333,3 +333,17 @@ def test_bad_share_through_a_reader(tmp_path, bad, raises):
   else:
     pairs, rep = hh_rlhf.read_file(path)
     assert len(pairs) == 99 and rep.lines == 100 and len(rep.malformed) == 1
+
+
+def test_damaged_gzip_keeps_every_line_before_the_damage(tmp_path):
+  # A bad checksum at the very end: zlib raises on the one call that decompresses the
+  # whole (small) file, so the lines come only from re-feeding it a little at a time.
+  lines = [f"line {i:04d}".encode() for i in range(2000)]
+  full = bytearray(gzip.compress(b"\n".join(lines) + b"\n"))
+  full[-8] ^= 0xFF  # the CRC32 in the member's trailer
+  path = tmp_path / "f.txt.gz"
+  path.write_bytes(bytes(full))
+  skips = records.Skips(str(path))
+  assert list(records.lines(str(path), skips)) == [(i + 1, l) for i, l in enumerate(lines)]
+  assert skips.truncated.startswith(f"{path}:2001: damaged gzip data (")
+  assert skips.truncated.endswith("kept the 2000 complete lines before it")

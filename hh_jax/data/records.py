@@ -109,11 +109,18 @@ def _gzip_chunks(f) -> Iterator[bytes]:
 
 
 def _up_to_damage(d, raw: bytes, step: int = 256) -> Iterator[bytes]:
-  """Output of feeding `raw` to `d` a little at a time, until zlib finds the damage."""
+  """Output of feeding `raw` to `d` a little at a time, until zlib finds the damage.
+
+  The piece zlib fails on is fed again a byte at a time, so what it decompresses to before
+  the bad byte (up to a few hundred lines of well-compressed text) is kept too.
+  """
   for i in range(0, len(raw), step):
+    saved = d.copy() if step > 1 else None
     try:
       out = d.decompress(raw[i:i + step])
     except zlib.error:
+      if saved is not None:
+        yield from _up_to_damage(saved, raw[i:i + step], 1)
       return
     if out:
       yield out
