@@ -256,6 +256,23 @@ def test_mmlu_csv_keeps_every_row(tmp_path, capsys):
   assert f"{path}:4: 3 fields" in err  # the line number a person finds the row at
 
 
+def test_text_corpus_keeps_every_document_and_line(tmp_path, mode, capsys):
+  from hh_jax.data import lm_data  # pylint: disable=g-import-not-at-top
+  gz = mode == "gz"
+  jl = _write(tmp_path, "docs.jsonl", [
+      json.dumps({"text": "doc one"}), json.dumps({"chosen": f"{H} hi{A} yo"}),
+      json.dumps({"text": 5}),                             # bad
+      "", json.dumps({"text": "doc three\nwith a newline"}), "{"], gz=gz)  # bad
+  txt = _write(tmp_path, "book.txt", ["first line", "", "  indented", b"\xff bad", "last"],
+               gz=gz, last_newline=False)
+  assert lm_data.read_text_files([jl, txt], max_bad_share=1.0) == [
+      "doc one", f"{H} hi{A} yo", "doc three\nwith a newline",
+      "first line\n\n  indented\nlast"]  # a .txt is one document; its blank line kept
+  err = capsys.readouterr().err
+  assert _skipped(err, jl) == (2, 5)
+  assert _skipped(err, txt) == (1, 4)
+
+
 # ---------------------------------------------------------------------------------------
 # records.lines itself.
 
