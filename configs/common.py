@@ -9,7 +9,8 @@ from configs import models
 def parse_arg(arg, **defaults):
   """Parses 'size=13m,runlocal=True' into a dict over `defaults`, typed like each default.
 
-  An unknown key is a one-line error, so a typo never silently keeps the default.
+  An unknown key, or a value its default's type cannot hold exactly (2.5 for an integer,
+  "maybe" for a bool), is a one-line error, so a typo never silently keeps the default.
   """
   out = dict(defaults)
   if not arg:
@@ -29,10 +30,16 @@ def parse_arg(arg, **defaults):
         raise ValueError(f"config argument {key}={value!r} must be true or false")
       out[key] = value.lower() in ("true", "1")
     elif isinstance(default, (int, float)):
+      # An int default takes an integer only: int("2.5") would silently run 2 iterations.
       try:
-        out[key] = type(default)(ast.literal_eval(value))
-      except (ValueError, SyntaxError):
-        raise ValueError(f"config argument {key}={value!r} must be a number") from None
+        parsed = ast.literal_eval(value.strip())
+      except (ValueError, SyntaxError, MemoryError, RecursionError):
+        parsed = None
+      allowed = (int, float) if isinstance(default, float) else (int,)
+      if isinstance(parsed, bool) or not isinstance(parsed, allowed):
+        kind = "a number" if isinstance(default, float) else "an integer"
+        raise ValueError(f"config argument {key}={value!r} must be {kind}")
+      out[key] = type(default)(parsed)
     else:
       out[key] = value
   return out

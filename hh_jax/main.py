@@ -64,13 +64,34 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:
-    key = str(e).strip("'\" ")
+    key, hint = _unknown_key(e)
     culprit = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0]]
     where = culprit[0] if culprit else f"--config...{key}"
-    _fail(f"unknown config key in {where}: the config has no {key!r}; check the spelling "
-          "against the config file")
+    _fail(f"unknown config key in {where}: the config has no {key!r}"
+          + (f" ({hint})" if hint else "") + "; check the spelling against the config file")
   except (flags.Error, ValueError, FileNotFoundError, ImportError) as e:
+    line = _first_line(e)
+    if isinstance(e, flags.IllegalFlagValueError) and line.startswith("flag --config."):
+      # An override's bad value: absl's own line names the field, its cause does not.
+      _fail(f"bad value in {line[len('flag '):]}; give a value of the field's type")
     _fail(_one_line(e))
+
+
+def _first_line(e: Exception) -> str:
+  return next((ln for ln in str(e).strip().splitlines() if ln.strip()), type(e).__name__)
+
+
+def _unknown_key(e: Exception) -> tuple[str, str]:
+  """(the key, ml_collections' "Did you mean ..." hint or '') of an unknown-key error.
+
+  ml_collections raises KeyError("'key'\\nDid you mean ...?"), sometimes wrapped in an
+  AttributeError whose text is that message's repr; the KeyError's own text is the clean one.
+  """
+  while not isinstance(e, KeyError) and e.__context__ is not None:
+    e = e.__context__
+  text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+  key, _, hint = text.partition("\n")
+  return key.strip("'\" "), " ".join(hint.split())
 
 
 def _one_line(e: Exception) -> str:

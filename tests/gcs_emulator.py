@@ -119,7 +119,9 @@ class Emulator:
         self._proc.wait(timeout=5)
       except subprocess.TimeoutExpired:
         self._proc.kill()
-        self._proc.wait()
+        self._proc.wait(timeout=30)
+    if self._proc.stderr:
+      self._proc.stderr.close()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def test_old_upstream_keys_name_the_new_one(old, new, tmp_path):
   stage = {"distill": "distill", "rs": "rs", "eval": "pm_eval"}[old.split(".")[0]]
   proc = subprocess.run([sys.executable, "-m", "hh_jax.main", f"--config=configs/{stage}.py",
                          f"--config.{old}=/x", f"--workdir={tmp_path}"], cwd=REPO,
-                        capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""})
+                        capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""},
+                        timeout=300)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       f"error: --config.{old} is now --config.{new}; pass that instead")

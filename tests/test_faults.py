@@ -154,7 +154,7 @@ def _cli(work, *extra, preexec_fn=None):
                          "--config=configs/lm.py:size=test,runlocal=True",
                          "--config.train.async_checkpointing=False", "--config.train.ckpt_every=1",
                          f"--workdir={work}", *extra], cwd=REPO, env=ENV, capture_output=True,
-                        text=True, preexec_fn=preexec_fn)
+                        text=True, preexec_fn=preexec_fn, timeout=600)
 
 
 def test_diverging_run_stops_with_one_line_and_saves_no_nan(tmp_path):

@@ -1,12 +1,10 @@
 """Random `--config.<key>=<value>` overrides: accepted, or one line on stderr and exit 2.
 
 `hh_jax.main._parse_flags` is what `python -m hh_jax.main` parses with; it runs here in
-process (absl re-parses `FLAGS` on every call), over the real keys of configs/lm.py and
-over junk keys, with values of every shape. A subprocess run checks the same on the real
+process (on a fresh copy of its flag each time, see `test_guards_config.parse`), over the
+real keys of configs/lm.py and over junk keys, with values of every shape. A subprocess run checks the same on the real
 command line. `HH_JAX_FUZZ_EXAMPLES` sets the examples per test, as in test_fuzz_readers.py.
 """
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -14,7 +12,7 @@ import sys
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from configs import lm as lm_config
-from hh_jax import main
+from tests import test_guards_config as guards_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "lm.py")
@@ -39,14 +37,14 @@ JUNK_KEYS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}(\.[A-Za-z_0-9]{1,8}){0,3}
 
 
 def _parse(argv):
-  """(exit code or None, stderr) of parsing argv as `python -m hh_jax.main` would."""
-  err = io.StringIO()
-  with contextlib.redirect_stderr(err):
-    try:
-      main._parse_flags(["hh_jax.main", f"--config={CONFIG}:size=test", *argv])  # pylint: disable=protected-access
-    except SystemExit as e:
-      return e.code, err.getvalue()
-  return None, err.getvalue()
+  """(exit code or None, stderr) of parsing argv as `python -m hh_jax.main` would.
+
+  Through `test_guards_config.parse`: a fresh copy of the entry point's flag and sys.argv
+  set to the command line, so a good override is really applied (ml_collections reads the
+  overrides from sys.argv; parsing another list would refuse every one as unknown).
+  """
+  code, err, _ = guards_config.parse("configs/lm.py:size=test", *argv)
+  return code, err
 
 
 def _check(code, err):

@@ -12,6 +12,7 @@ import pytest
 
 from configs import pipeline as pipeline_config
 from hh_jax import main, pipeline
+from tests import procs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,21 +94,21 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_record(piped, tmp_
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}  # the devices `piped` had
   cut = str(tmp_path / "cut")
-  proc = subprocess.Popen(_cli(cut), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  # A seeded random stage to die in: after that many stages have finished, mid-stage.
-  after = int(np.random.default_rng(13).integers(1, len(pipeline.ORDER)))
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    done = sum(os.path.exists(os.path.join(cut, n, pipeline.DONE)) for n in pipeline.ORDER)
-    if done >= after:
-      time.sleep(1.0)  # into the next stage
-      break
-    time.sleep(0.1)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  with procs.running(_cli(cut), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL) as proc:
+    # A seeded random stage to die in: after that many stages have finished, mid-stage.
+    after = int(np.random.default_rng(13).integers(1, len(pipeline.ORDER)))
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+      done = sum(os.path.exists(os.path.join(cut, n, pipeline.DONE)) for n in pipeline.ORDER)
+      if done >= after:
+        time.sleep(1.0)  # into the next stage
+        break
+      time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
   assert not os.path.exists(os.path.join(cut, "report.md"))  # it really was cut short
-  subprocess.run(_cli(cut), cwd=REPO, env=env, check=True, capture_output=True)
+  subprocess.run(_cli(cut), cwd=REPO, env=env, check=True, capture_output=True, timeout=1800)
   assert _outcome(cut) == _outcome(ref)
 
 
@@ -122,7 +123,7 @@ def test_compile_cache_goes_to_the_workdir_unless_one_is_set(tmp_path):
 
   def where(setting, workdir):
     out = subprocess.run([sys.executable, "-c", code, setting, workdir], cwd=REPO, env=env,
-                         check=True, capture_output=True, text=True).stdout.split()
+                         check=True, capture_output=True, text=True, timeout=300).stdout.split()
     return out[-2:]
 
   work = str(tmp_path / "run")

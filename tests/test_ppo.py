@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests import rl_runs
+from tests import procs, rl_runs
 
 from configs import models
 from configs import ppo as ppo_config
@@ -378,7 +378,7 @@ def test_user_errors(runs, tmp_path):
   finally:
     os.rename(str(tmp_path / "stats"), os.path.join(dirs["pm"], "reward_stats.json"))
   other = tmp_path / "other_pm"
-  subprocess.run(["cp", "-r", dirs["pm"], str(other)], check=True)
+  subprocess.run(["cp", "-r", dirs["pm"], str(other)], check=True, timeout=120)
   with open(other / "tokenizer.model", "ab") as f:
     f.write(b"\0")
   c = _ppo(dirs)
@@ -405,22 +405,22 @@ def test_sigkill_and_rerun_match_uninterrupted(runs, tmp_path):
   steps = 6
   ref, cut = str(tmp_path / "ref"), str(tmp_path / "cut")
   subprocess.run(_cli_args(dirs, ref, steps), cwd=REPO, env=env, check=True,
-                 capture_output=True)
-  proc = subprocess.Popen(_cli_args(dirs, cut, steps), cwd=REPO, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  kill_after = int(np.random.default_rng(7).integers(2, 5))  # a seeded random iteration
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    path = os.path.join(cut, "metrics.jsonl")
-    if os.path.exists(path) and len(_history(cut)) >= kill_after:
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+                 capture_output=True, timeout=900)
+  with procs.running(_cli_args(dirs, cut, steps), cwd=REPO, env=env,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+    kill_after = int(np.random.default_rng(7).integers(2, 5))  # a seeded random iteration
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+      path = os.path.join(cut, "metrics.jsonl")
+      if os.path.exists(path) and len(_history(cut)) >= kill_after:
+        break
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
   written = len(_history(cut))
   assert written < steps  # it really was cut short
   subprocess.run(_cli_args(dirs, cut, steps), cwd=REPO, env=env, check=True,
-                 capture_output=True)
+                 capture_output=True, timeout=900)
   # The rerun restored the newest checkpoint (at most one iteration lost), dropped the
   # metrics rows after it and continued: the file holds each iteration once, in order.
   history, want = _history(cut), _history(ref)

@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from tests import procs as procs_lib
 from tests import rl_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,14 +76,14 @@ def _steps(workdir) -> list[int]:
 
 def _kill_at(args, workdir, at_step, sig, timeout=300):
   """Starts the run, sends `sig` once the metrics show `at_step`; returns (rc, stderr)."""
-  proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + timeout
-  while time.time() < deadline and proc.poll() is None and _trained(workdir) < at_step:
-    time.sleep(0.02)
-  assert proc.poll() is None, f"the run ended before step {at_step}: {proc.stderr.read()[-2000:]}"
-  proc.send_signal(sig)
-  _, err = proc.communicate(timeout=timeout)
+  with procs_lib.running(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.PIPE, text=True) as proc:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and _trained(workdir) < at_step:
+      time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before step {at_step}: {proc.stderr.read()[-2000:]}"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=timeout)
   return proc.returncode, err
 
 
@@ -100,26 +101,25 @@ def test_sigterm_and_sigkill_then_rerun_equal_an_uninterrupted_run(stage, total,
   rng = np.random.default_rng(sum(map(ord, stage)))  # seeded random steps, one per stage
   term_at = int(rng.integers(1, total // 2))
   kill_at = int(rng.integers(term_at + 1, total - 1))
-  reference = subprocess.Popen(_args(stage, upstream, ref), cwd=REPO, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  with procs_lib.running(_args(stage, upstream, ref), cwd=REPO, env=ENV,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as reference:
+    rc, err = _kill_at(_args(stage, upstream, cut), cut, term_at, signal.SIGTERM)
+    assert rc == 75, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("preempted: SIGTERM after"), err[-3000:]
+    stopped = _trained(cut)
+    assert term_at <= stopped < total
+    assert _steps(cut)[-1] == stopped  # the step it finished is checkpointed: nothing lost
 
-  rc, err = _kill_at(_args(stage, upstream, cut), cut, term_at, signal.SIGTERM)
-  assert rc == 75, err[-3000:]
-  assert err.strip().splitlines()[-1].startswith("preempted: SIGTERM after"), err[-3000:]
-  stopped = _trained(cut)
-  assert term_at <= stopped < total
-  assert _steps(cut)[-1] == stopped  # the step it finished is checkpointed: nothing lost
+    rc, err = _kill_at(_args(stage, upstream, cut), cut, kill_at, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    assert _steps(cut)[-1] >= kill_at - 1  # at most the step since the last checkpoint lost
+    assert _steps(cut)[-1] < total
 
-  rc, err = _kill_at(_args(stage, upstream, cut), cut, kill_at, signal.SIGKILL)
-  assert rc == -signal.SIGKILL
-  assert _steps(cut)[-1] >= kill_at - 1  # at most the step since the last checkpoint lost
-  assert _steps(cut)[-1] < total
-
-  done = subprocess.run(_args(stage, upstream, cut), cwd=REPO, env=ENV, capture_output=True,
-                        text=True)
-  assert done.returncode == 0, done.stderr[-3000:]
-  _, err = reference.communicate(timeout=600)
-  assert reference.returncode == 0, err[-3000:]
+    done = subprocess.run(_args(stage, upstream, cut), cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err[-3000:]
 
   want, got = _rows(ref), _rows(cut)
   assert [r["step"] for r in got] == [r["step"] for r in want]
@@ -149,22 +149,24 @@ def test_rs_killed_and_rerun_writes_the_same_files(upstream, tmp_path):
   args = lambda work: [sys.executable, "-m", "hh_jax.main",  # noqa: E731
                        f"--config=configs/rs.py:policy={upstream['lm']},runlocal=True",
                        "--config.data.num_prompts=24", f"--workdir={work}"]
-  reference = subprocess.Popen(args(ref), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-  for sig, at, want_rc in ((signal.SIGTERM, 2, 75), (signal.SIGKILL, 5, -signal.SIGKILL)):
-    proc = subprocess.Popen(args(cut), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    while proc.poll() is None and _parts(cut) < at:
-      time.sleep(0.01)
-    assert proc.poll() is None, f"rs ended before part {at}: {proc.stderr.read()[-2000:]}"
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == want_rc, err[-3000:]
-    assert at <= _parts(cut) < parts
-  done = subprocess.run(args(cut), cwd=REPO, env=ENV, capture_output=True, text=True)
-  assert done.returncode == 0, done.stderr[-3000:]
-  _, err = reference.communicate(timeout=600)
-  assert reference.returncode == 0, err[-3000:]
+  with procs_lib.running(args(ref), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.PIPE, text=True) as reference:
+    for sig, at, want_rc in ((signal.SIGTERM, 2, 75), (signal.SIGKILL, 5, -signal.SIGKILL)):
+      with procs_lib.running(args(cut), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and _parts(cut) < at:
+          time.sleep(0.01)
+        assert proc.poll() is None, f"rs ended before part {at}: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=300)
+      assert proc.returncode == want_rc, err[-3000:]
+      assert at <= _parts(cut) < parts
+    done = subprocess.run(args(cut), cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err[-3000:]
   assert _parts(cut) == _parts(ref) == parts  # each part written once: done ones skipped
   for name in ("rs_parts.jsonl", "rs_pairs.jsonl", "rs_best.jsonl", "rs_results.json"):
     with open(os.path.join(ref, name)) as f, open(os.path.join(cut, name)) as g:
@@ -201,6 +203,7 @@ def test_sigterm_to_one_process_of_two_stops_both_at_the_agreed_step(upstream, t
     for p in procs:
       if p.poll() is None:
         os.killpg(p.pid, signal.SIGKILL)
+      procs_lib.stop(p)  # reaped, pipes closed
   assert [p.returncode for p in procs] == [75, 75], [e[-2000:] for e in errs]
   for e in errs:
     assert e.strip().splitlines()[-1].startswith("preempted: SIGTERM after step 20 of 60"), e[-2000:]

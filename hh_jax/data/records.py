@@ -56,7 +56,9 @@ class Skips:
   def check(self, hint: str = "fix the file") -> None:
     """Raises one line when more than `max_bad_share` of the records were bad."""
     bad = len(self.reasons)
-    if bad and bad > self.max_bad_share * self.records:
+    # bad / records, not share * records: the quotient rounds to the same float as the share
+    # written out (29 of 100 is 0.29), the product need not (0.29 * 100 = 28.999999999999996).
+    if bad and bad / max(self.records, 1) > self.max_bad_share:
       raise UserError(f"{self.path}: {bad} of {self.records} records malformed, more than "
                       f"max_bad_share={self.max_bad_share:g} (first: {self.reasons[0]}"
                       + (f"; damaged: {self.truncated}" if self.truncated else "")
@@ -107,11 +109,18 @@ def _gzip_chunks(f) -> Iterator[bytes]:
 
 
 def _up_to_damage(d, raw: bytes, step: int = 256) -> Iterator[bytes]:
-  """Output of feeding `raw` to `d` a little at a time, until zlib finds the damage."""
+  """Output of feeding `raw` to `d` a little at a time, until zlib finds the damage.
+
+  The piece zlib fails on is fed again a byte at a time, so what it decompresses to before
+  the bad byte (up to a few hundred lines of well-compressed text) is kept too.
+  """
   for i in range(0, len(raw), step):
+    saved = d.copy() if step > 1 else None
     try:
       out = d.decompress(raw[i:i + step])
     except zlib.error:
+      if saved is not None:
+        yield from _up_to_damage(saved, raw[i:i + step], 1)
       return
     if out:
       yield out

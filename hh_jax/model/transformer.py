@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hh_jax.errors import UserError
 from hh_jax.model import cpu_gemm
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -42,8 +43,9 @@ NEG_INF = -1e9  # finite, so an all-masked (padding) row gives a harmless unifor
 
 
 def compute_dtype(name: str):
+  """The jnp dtype `model.dtype` names; an unknown name is one line (`--config.model.dtype`)."""
   if name not in _DTYPES:
-    raise ValueError(f"model.dtype={name!r} is not supported; use one of {sorted(_DTYPES)}")
+    raise UserError(f"model.dtype={name!r} is not supported; use one of {sorted(_DTYPES)}")
   return _DTYPES[name]
 
 
