@@ -11,8 +11,12 @@ judge that can say which of two responses to one context is better:
 
 `play` turns {model: responses to one shared list of contexts} and a judge into games;
 `fit` finds the maximum-likelihood Elo scores under P(i beats j) = 1 / (1 + 10^(−(E_i −
-E_j)/400)), a tie counting half a win for each side; `bootstrap` resamples the games and
-refits for a percentile interval; `report` puts it together as the `elo.json` object.
+E_j)/400)), a tie counting half a win for each side; `bootstrap` resamples the prompts, each
+with all its games (a prompt's response from one model plays all that model's games there,
+so its games are not independent), and refits for a percentile interval; `report` puts it
+together as the `elo.json` object. `head_to_head` compares two models on the same prompts
+directly (wins / ties / losses, the mean judge-score difference, prompt-bootstrap intervals
+and p-values), as the report does for each policy and the one before it.
 
 Why a prior: a model that never lost (or a group of models that never met the others) has
 no finite maximum-likelihood Elo. `fit` therefore maximizes the log-likelihood plus a very
@@ -34,6 +38,7 @@ import numpy as np
 
 from hh_jax import files
 from hh_jax.data import records
+from hh_jax.eval import intervals
 from hh_jax.errors import UserError
 
 PRIOR_SD = 2000.0         # Elo; see the module docstring
@@ -179,54 +184,25 @@ def fit(games: Sequence[Game], reference: str | None = None, reference_elo: floa
   return {m: float(v) for m, v in zip(models, e)}
 
 
-def prompt_units(prompts: Sequence[Hashable | None]) -> np.ndarray:
-  """The resampling unit of each game (or row) [n]: one id per distinct prompt, and one
-  without a prompt (None) its own unit."""
-  ids: dict = {}
-  out = np.empty((len(prompts),), np.int64)
-  for i, p in enumerate(prompts):
-    out[i] = ids.setdefault(("prompt", p) if p is not None else ("row", i), len(ids))
-  return out
-
-
-def cluster_weights(rng: np.random.Generator, units: int, samples: int) -> np.ndarray:
-  """How often each unit is drawn in each bootstrap resample: [samples, units] counts,
-  `units` draws with replacement per resample."""
-  return rng.multinomial(units, np.full((units,), 1.0 / units), size=samples).astype(np.float64)
-
-
-def _check_confidence(confidence: float) -> None:
-  if not 0 < confidence < 1:
-    raise UserError(f"confidence must be in (0, 1), got {confidence}")
-
-
-def percentile_interval(values: np.ndarray, confidence: float, axis: int = 0):
-  """The central `confidence` percentile interval (lo, hi) of bootstrap values along `axis`:
-  the (1 − confidence)/2 and (1 + confidence)/2 quantiles (numpy's linear interpolation)."""
-  _check_confidence(confidence)
-  tail = 100 * (1 - confidence) / 2
-  lo, hi = np.percentile(values, [tail, 100 - tail], axis=axis)
-  return lo, hi
-
-
 def bootstrap_fits(games: Sequence[Game], reference: str | None = None,
                    reference_elo: float = 0.0, models: Sequence[str] | None = None,
                    samples: int = 200, seed: int = 0, prior_sd: float = PRIOR_SD
                    ) -> tuple[list[str], np.ndarray]:
   """(models, Elo of each model in each resample [samples, models]), anchored on the
-  reference. The unit resampled is the prompt (`prompt_units`): a resample draws as many
-  prompts as there are, with replacement, each with all its games."""
+  reference. The unit resampled is the prompt (`intervals.prompt_units`): a resample draws
+  as many prompts as there are, with replacement, each with all its games."""
   if samples < 2:
     raise UserError(f"bootstrap needs at least 2 samples, got {samples}")
   models, reference, (a, b, s) = _prepare(games, reference, models)
   pairing, x = _pair_design(a, b, len(models))
-  unit = prompt_units([g.prompt for g in games])
+  unit = intervals.prompt_units([g.prompt for g in games])
   n_units = int(unit.max()) + 1
   count = np.zeros((n_units, len(x)))  # [units, pairings] games
   total = np.zeros((n_units, len(x)))  # [units, pairings] A's summed score
   np.add.at(count, (unit, pairing), 1.0)
   np.add.at(total, (unit, pairing), s)
-  draws = cluster_weights(np.random.default_rng(seed), n_units, samples)  # [samples, units]
+  rng = np.random.default_rng(seed)
+  draws = intervals.cluster_weights(rng, n_units, samples)  # [samples, units]
   weight, score = draws @ count, draws @ total  # [samples, pairings] each
   mean = np.divide(score, weight, out=np.full_like(score, 0.5), where=weight > 0)
   e = _newton(x, mean, weight, prior_sd)  # [samples, models]
@@ -246,24 +222,15 @@ def bootstrap(games: Sequence[Game], reference: str | None = None, reference_elo
   is refit and anchored on the reference, so the reference's own interval is a point and the
   others say how sure we are of each model's distance from it.
   """
-  _check_confidence(confidence)  # before any fitting
+  intervals.check_confidence(confidence)  # before any fitting
   models, fits = bootstrap_fits(games, reference, reference_elo, models, samples, seed,
                                 prior_sd)
-  lo, hi = percentile_interval(fits, confidence)  # [models] each
+  lo, hi = intervals.percentile_interval(fits, confidence)  # [models] each
   return {m: (float(l), float(h)) for m, l, h in zip(models, lo, hi)}
 
 
 # ---------------------------------------------------------------------------------------
 # Paired head-to-heads.
-
-
-def _bootstrap_p(stats: np.ndarray, null: float, samples: int) -> float:
-  """Two-sided bootstrap p-value: twice the smaller share of resampled statistics on either
-  side of `null` (counting ties with it on both sides), each share (count + 1)/(samples + 1)
-  so that it is never 0 from finitely many resamples; at most 1."""
-  below = (np.sum(stats <= null) + 1) / (samples + 1)
-  above = (np.sum(stats >= null) + 1) / (samples + 1)
-  return float(min(1.0, 2 * min(below, above)))
 
 
 def head_to_head(scores_a: Sequence[float], scores_b: Sequence[float],
@@ -282,7 +249,8 @@ def head_to_head(scores_a: Sequence[float], scores_b: Sequence[float],
   * `score_diff`: mean(score_a − score_b), null 0.
   The p-value is the bootstrap's: the same `samples` prompt resamples give the statistic's
   distribution, and p = 2 · min(#{θ* ≤ null} + 1, #{θ* ≥ null} + 1) / (samples + 1), capped
-  at 1 (`_bootstrap_p`): below 1 − confidence roughly when the interval excludes the null.
+  at 1 (`intervals.bootstrap_p`): below 1 − confidence roughly when the interval excludes
+  the null.
   """
   sa = np.asarray(scores_a, np.float64)  # [n]
   sb = np.asarray(scores_b, np.float64)  # [n]
@@ -293,15 +261,16 @@ def head_to_head(scores_a: Sequence[float], scores_b: Sequence[float],
     raise UserError(f"head_to_head: {len(prompts)} prompts for {len(sa)} scores")
   if samples < 2:
     raise UserError(f"bootstrap needs at least 2 samples, got {samples}")
-  _check_confidence(confidence)
+  intervals.check_confidence(confidence)
   from hh_jax.data import labelers  # pylint: disable=g-import-not-at-top  (eval stays light)
   diff = sa - sb                                                        # [n]
   tied = np.abs(diff) <= labelers.TIE_TOLERANCE                         # [n]
   outcome = np.where(tied, 0.5, np.where(diff > 0, 1.0, 0.0))           # [n]
-  unit = prompt_units([None] * len(sa) if prompts is None else list(prompts))  # [n]
+  unit = intervals.prompt_units([None] * len(sa) if prompts is None else list(prompts))  # [n]
   n_units = int(unit.max()) + 1
   rows = np.bincount(unit, minlength=n_units).astype(np.float64)       # [units]
-  draws = cluster_weights(np.random.default_rng(seed), n_units, samples)  # [samples, units]
+  rng = np.random.default_rng(seed)
+  draws = intervals.cluster_weights(rng, n_units, samples)            # [samples, units]
   weight = draws @ rows                                                 # [samples]
   out = {"n": int(len(sa)), "prompts": n_units, "wins": int(np.sum(outcome == 1.0)),
          "ties": int(np.sum(tied)), "losses": int(np.sum(outcome == 0.0)),
@@ -309,9 +278,9 @@ def head_to_head(scores_a: Sequence[float], scores_b: Sequence[float],
   for name, per_row, null in (("win_rate", outcome, 0.5),
                               ("score_diff", np.where(tied, 0.0, diff), 0.0)):
     stats = draws @ np.bincount(unit, per_row, minlength=n_units) / weight  # [samples]
-    lo, hi = percentile_interval(stats, confidence)
+    lo, hi = intervals.percentile_interval(stats, confidence)
     out[name] = {"estimate": float(np.mean(per_row)), "lo": float(lo), "hi": float(hi),
-                 "p": _bootstrap_p(stats, null, samples), "null": null}
+                 "p": intervals.bootstrap_p(stats, null), "null": null}
   return out
 
 
@@ -383,19 +352,18 @@ def report(games: Sequence[Game], reference: str | None = None, judge: str = "",
   models = _models_of(games, models)
   reference = models[0] if reference is None and models else reference
   elos = fit(games, reference, reference_elo, models, prior_sd)
-  intervals = bootstrap(games, reference, reference_elo, models, samples, confidence, seed,
-                        prior_sd)
+  ci = bootstrap(games, reference, reference_elo, models, samples, confidence, seed, prior_sd)
   rows = []
   for m in models:
     mine = [g for g in games if m in (g.model_a, g.model_b)]
     score = [g.score_a if g.model_a == m else 1.0 - g.score_a for g in mine]
-    row = {"name": m, "elo": elos[m], "lo": intervals[m][0], "hi": intervals[m][1],
+    row = {"name": m, "elo": elos[m], "lo": ci[m][0], "hi": ci[m][1],
            "games": len(mine), "wins": sum(x == 1.0 for x in score),
            "ties": sum(x == 0.5 for x in score)}
     if pm_means and m in pm_means:
       row["pm_score"] = float(pm_means[m])
     rows.append(row)
-  units = prompt_units([g.prompt for g in games])
+  units = intervals.prompt_units([g.prompt for g in games])
   with_prompt = sum(g.prompt is not None for g in games)
   return {"reference": reference, "reference_elo": reference_elo, "judge": judge,
           "confidence": confidence, "bootstrap_samples": samples, "prior_sd": prior_sd,
@@ -544,8 +512,9 @@ def read_judgments(path: str, max_bad_share: float = DEFAULT_MAX_BAD_SHARE) -> l
   Required: "model_a", "model_b" (different non-empty strings) and "winner" ("a", "b" or
   "tie"). Optional strings: "context" (the game's prompt: `bootstrap` resamples contexts
   with all their judgments; a line without one is its own unit), "response_a", "response_b"
-  (kept in the file for people, not needed for Elo). A bad line is skipped with `file:line: reason` (one warning
-  line on stderr); more than `max_bad_share` of the lines bad is a one-line UserError.
+  (kept in the file for people, not needed for Elo). A bad line is skipped with
+  `file:line: reason` (one warning line on stderr); more than `max_bad_share` of the lines
+  bad is a one-line UserError.
   """
   path = str(path)
   if files.is_remote(path):
