@@ -34,8 +34,31 @@ def _config(dirs):
   return c
 
 
-def test_two_iterations_record_pm_ppo_and_elo(runs):
+def _informative_samples(monkeypatch):
+  """The test rung's LM writes gibberish, which the gold labeler scores 0 throughout: every
+  pair would be a gold tie, dropped, and the loop would collect nothing. So each sampled
+  response gets 0-3 of its request's detail words (how many: a hash of the sampled text),
+  which the gold labeler tells apart; the loop, its sampler and its labels are the real ones."""
+  import zlib  # pylint: disable=g-import-not-at-top
+  from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
+  real = online.Policies.respond
+
+  def respond(self, workdir, contexts, key, k=1):
+    out = []
+    for ctx, rs in zip(contexts, real(self, workdir, contexts, key, k)):
+      topic = synthetic.parse_request(ctx).topic
+      details = synthetic.TOPIC_BY_NAME[topic].details if topic else ()
+      out.append([r + "".join(f" {d}." for d in details[:zlib.crc32(r.encode()) % 4])
+                  for r in rs])
+    return out
+
+  monkeypatch.setattr(online.Policies, "respond", respond)
+
+
+def test_two_iterations_record_pm_ppo_and_elo(runs, monkeypatch):
   root, dirs = runs
+  _informative_samples(monkeypatch)
   work = str(root / "loop")
   # A policy deployed before the loop (as the pipeline deploys its PPO run): the LM again,
   # under another directory name.
@@ -55,6 +78,11 @@ def test_two_iterations_record_pm_ppo_and_elo(runs):
     assert os.path.exists(os.path.join(it, "pm", "reward_stats.json"))
     assert os.path.exists(os.path.join(it, "ppo", "ppo_eval.json"))
     assert set(e["pm_accuracy"]) == {f"iter_{j}" for j in range(1, i + 1)}
+    own = e["pm_accuracy"][f"iter_{i}"]
+    assert own["lo"] <= own["accuracy"] <= own["hi"] and own["n"] == e["test_comparisons"]
+    labels = e["labels"]  # every drawn pair is a comparison, a test pair, skipped or a tie
+    assert labels["pairs_drawn"] == (e["comparisons"] + e["test_comparisons"]
+                                     + labels["skipped_identical"] + labels["gold_ties"])
     names = {"initial", "ppo"} | {f"online_{j}" for j in range(1, i + 1)}
     assert {r["name"] for r in e["elo"]} == names
   # The second PM trained on the first iteration's comparisons too.
@@ -69,6 +97,8 @@ def test_two_iterations_record_pm_ppo_and_elo(runs):
   with open(os.path.join(work, "elo.json")) as f:
     rep = json.load(f)
   assert rep["reference"] == "initial" and len(rep["models"]) == 4
+  assert [(h["model_a"], h["model_b"]) for h in rep["head_to_head"]] == [
+      ("ppo", "initial"), ("online_1", "ppo"), ("online_2", "online_1")]
   assert all(r["lo"] <= r["elo"] <= r["hi"] for r in rep["models"])
   # A rerun finds every iteration recorded and changes nothing.
   mtime = os.path.getmtime(os.path.join(work, "online_record.json"))

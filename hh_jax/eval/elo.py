@@ -395,7 +395,9 @@ def plot(rep: dict, path: str, title: str = "") -> None:
   ax.set_xticklabels([r["name"] for r in rows], rotation=30, ha="right")
   ax.set_ylabel(f"Elo (reference {rep['reference']})")
   pct = int(round(100 * rep.get("confidence", 0.95)))
-  ax.set_title(title or f"Elo by {rep.get('judge') or 'judge'}, {pct}% bootstrap intervals")
+  unit = rep.get("bootstrap_unit", "game")
+  ax.set_title(title or f"Elo by {rep.get('judge') or 'judge'}, {pct}% {unit}-bootstrap "
+               "intervals")
   fig.tight_layout()
   files.save_figure(fig, path, dpi=120)
   plt.close(fig)
@@ -417,9 +419,8 @@ class ScoreJudge:
   """A judge from any scorer with `score(contexts, responses) -> [n]`: the higher score wins.
 
   temperature 0: the exact comparison, equal scores (within `labelers.TIE_TOLERANCE`) a
-  tie. temperature T > 0: A wins with
-  probability σ((s_A − s_B)/T) (Bradley-Terry, as `labelers.label_pair` draws its labels),
-  seeded. Scores are cached per (context, response), so playing every pair of M models
+  tie, half a win each. temperature T > 0: A wins with probability σ((s_A − s_B)/T)
+  (Bradley-Terry, as `labelers.label_pair` draws its labels), seeded. Scores are cached per (context, response), so playing every pair of M models
   scores each response once, not M − 1 times.
   """
 

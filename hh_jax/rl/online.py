@@ -327,6 +327,10 @@ def run(config, workdir: str):
     if not done and not files.exists(comp):
       counts = collect(config, policies, deployed, pm_dir, i, comp, test)
       print(f"online: iteration {i} comparisons {counts}", flush=True)
+      if not counts["comparisons"]:
+        print(f"online: iteration {i} kept no comparisons (of {counts['pairs_drawn']} pairs "
+              f"drawn, {counts['gold_ties']} gold ties, {counts['skipped_identical']} empty or "
+              "identical); its PM trains on the earlier data only", flush=True)
     comparison_files.append(comp)
     test_files.append(test)
     pm_cfg = copy.deepcopy(config.pm_stage)
