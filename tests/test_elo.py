@@ -281,6 +281,10 @@ def test_confidence_level_on_an_enumerable_bootstrap():
   narrow = elo.bootstrap(games, reference="b", samples=2000, confidence=0.4)["a"]
   assert wide == pytest.approx((-d, d), abs=1.0)
   assert narrow == pytest.approx((0.0, 0.0), abs=1e-6)
+  rep = elo.report(games, reference="b", samples=2000, confidence=0.4)  # passed through
+  row = {r["name"]: r for r in rep["models"]}["a"]
+  assert rep["confidence"] == 0.4 and (row["lo"], row["hi"]) == pytest.approx((0.0, 0.0))
+  assert "40% interval" in elo.table(rep)
   # On a continuous case, each level is its own percentiles of the same resamples.
   sim = _tournament(np.random.default_rng(3), prompts=30)
   models, fits = elo.bootstrap_fits(sim, reference="m0", samples=300, seed=1)
@@ -366,6 +370,9 @@ def test_head_to_head_resamples_prompts_and_its_p_value_is_calibrated():
   for stat in ("win_rate", "score_diff"):
     assert (clustered[stat]["lo"], clustered[stat]["hi"]) == pytest.approx(
         (once[stat]["lo"], once[stat]["hi"]))
+  half = elo.head_to_head(a, b, samples=400, seed=1, confidence=0.5)
+  for stat in ("win_rate", "score_diff"):
+    assert once[stat]["lo"] < half[stat]["lo"] < half[stat]["hi"] < once[stat]["hi"]
   naive = elo.head_to_head(twice_a, twice_b, samples=400, seed=1)
   assert (naive["score_diff"]["hi"] - naive["score_diff"]["lo"]) < 0.8 * (
       clustered["score_diff"]["hi"] - clustered["score_diff"]["lo"])
