@@ -99,6 +99,22 @@ def _rigged(answers: dict[tuple[str, str], bool], right_per_byte: float = 0.0):
   return loglik
 
 
+def test_alignment_tax_sign_and_table_on_hand_numbers():
+  """B is worse than the base on one task (a tax: negative) and better on the other."""
+  res = {"lm": {"synthetic": {"accuracy": 0.60, "n": 50}, "arc": {"accuracy": 0.40, "n": 20}},
+         "ppo": {"synthetic": {"accuracy": 0.50, "n": 50}, "arc": {"accuracy": 0.45, "n": 20}},
+         "half": {"synthetic": {"accuracy": 0.625, "n": 50}}}
+  change = cap.tax(res, baseline="lm")
+  assert change["ppo"] == pytest.approx({"synthetic": -0.10, "arc": 0.05})
+  assert change["half"] == pytest.approx({"synthetic": 0.025}) and "lm" not in change
+  lines = cap.tax_table(res, baseline="lm").splitlines()
+  assert lines[0] == "| task | n | lm | ppo | half |"
+  assert lines[2] == "| synthetic | 50 | 0.600 | 0.500 (-0.100) | 0.625 (+0.025) |"
+  assert lines[3] == "| arc | 20 | 0.400 | 0.450 (+0.050) | – |"
+  with pytest.raises(UserError, match="baseline 'base'"):
+    cap.tax(res, baseline="base")
+
+
 def test_rigged_loglik_scores_known_answers():
   for name, path in TASKS.items():
     items = cap.read_task(name, path)

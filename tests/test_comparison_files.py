@@ -17,7 +17,9 @@ def _labeled(n, seed):
   for p in synthetic.prompts(n, seed):
     a = synthetic.write_response(rng, p.topic, "comply")
     b = synthetic.write_response(rng, p.topic, "refuse")
-    out.append(labelers.label_pair(p.context, a, b, 0.5, rng))
+    pair = labelers.label_pair(p.context, a, b, 0.5, rng)
+    if pair is not None:  # None: a gold tie, which carries no label
+      out.append(pair)
   return out
 
 

@@ -92,3 +92,13 @@ def test_simulated_labeler_orders_policy_samples():
   good, bad = " Use a tuner and check the frets.", " asdf asdf"
   p = labelers.label_pair(ctx, bad, good, temperature=0.0, rng=random.Random(0))
   assert (p.chosen, p.rejected, p.turns) == (good, bad, 1)
+
+
+def test_a_gold_tie_is_never_labelled():
+  ctx = "\n\nHuman: How do I tune my guitar?\n\nAssistant:"
+  a, b = " Use a tuner.", " Try the tuner, slowly."  # one on-topic detail each
+  assert labelers.gold_score(ctx, a) == labelers.gold_score(ctx, b)
+  for temperature in (0.0, 0.5, 5.0):
+    for seed in range(20):
+      assert labelers.label_pair(ctx, a, b, temperature, random.Random(seed)) is None
+  assert labelers.is_tie(0.1 + 0.2, 0.3) and not labelers.is_tie(1.0, 1.02)

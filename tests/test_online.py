@@ -1,8 +1,12 @@
 """Iterated online RLHF at the `test` rung: comparisons collected and labeled, PMs retrained
-on old + new, PPO rerun, the record and Elo written, and a rerun redoes nothing."""
+on old + new, PPO rerun, the record and Elo written, and a rerun redoes nothing; and on
+hand-built data: gold ties dropped and counted, best-of-k picking the best, PM accuracy's
+values and Wilson interval."""
 import json
 import os
+import random
 
+import numpy as np
 import pytest
 
 from tests import rl_runs
@@ -30,8 +34,31 @@ def _config(dirs):
   return c
 
 
-def test_two_iterations_record_pm_ppo_and_elo(runs):
+def _informative_samples(monkeypatch):
+  """The test rung's LM writes gibberish, which the gold labeler scores 0 throughout: every
+  pair would be a gold tie, dropped, and the loop would collect nothing. So each sampled
+  response gets 0-3 of its request's detail words (how many: a hash of the sampled text),
+  which the gold labeler tells apart; the loop, its sampler and its labels are the real ones."""
+  import zlib  # pylint: disable=g-import-not-at-top
+  from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
+  real = online.Policies.respond
+
+  def respond(self, workdir, contexts, key, k=1):
+    out = []
+    for ctx, rs in zip(contexts, real(self, workdir, contexts, key, k)):
+      topic = synthetic.parse_request(ctx).topic
+      details = synthetic.TOPIC_BY_NAME[topic].details if topic else ()
+      out.append([r + "".join(f" {d}." for d in details[:zlib.crc32(r.encode()) % 4])
+                  for r in rs])
+    return out
+
+  monkeypatch.setattr(online.Policies, "respond", respond)
+
+
+def test_two_iterations_record_pm_ppo_and_elo(runs, monkeypatch):
   root, dirs = runs
+  _informative_samples(monkeypatch)
   work = str(root / "loop")
   # A policy deployed before the loop (as the pipeline deploys its PPO run): the LM again,
   # under another directory name.
@@ -51,6 +78,11 @@ def test_two_iterations_record_pm_ppo_and_elo(runs):
     assert os.path.exists(os.path.join(it, "pm", "reward_stats.json"))
     assert os.path.exists(os.path.join(it, "ppo", "ppo_eval.json"))
     assert set(e["pm_accuracy"]) == {f"iter_{j}" for j in range(1, i + 1)}
+    own = e["pm_accuracy"][f"iter_{i}"]
+    assert own["lo"] <= own["accuracy"] <= own["hi"] and own["n"] == e["test_comparisons"]
+    labels = e["labels"]  # every drawn pair is a comparison, a test pair, skipped or a tie
+    assert labels["pairs_drawn"] == (e["comparisons"] + e["test_comparisons"]
+                                     + labels["skipped_identical"] + labels["gold_ties"])
     names = {"initial", "ppo"} | {f"online_{j}" for j in range(1, i + 1)}
     assert {r["name"] for r in e["elo"]} == names
   # The second PM trained on the first iteration's comparisons too.
@@ -65,6 +97,8 @@ def test_two_iterations_record_pm_ppo_and_elo(runs):
   with open(os.path.join(work, "elo.json")) as f:
     rep = json.load(f)
   assert rep["reference"] == "initial" and len(rep["models"]) == 4
+  assert [(h["model_a"], h["model_b"]) for h in rep["head_to_head"]] == [
+      ("ppo", "initial"), ("online_1", "ppo"), ("online_2", "online_1")]
   assert all(r["lo"] <= r["elo"] <= r["hi"] for r in rep["models"])
   # A rerun finds every iteration recorded and changes nothing.
   mtime = os.path.getmtime(os.path.join(work, "online_record.json"))
@@ -120,3 +154,69 @@ def test_best_of_k_draws_from_the_configured_policy(runs, tmp_path, rs_policy, e
   with pytest.raises(UserError, match="rs_policy"):
     online.collect(c, rec, deployed, dirs["pm"], 1, str(tmp_path / "c.jsonl"),
                    str(tmp_path / "t.jsonl"))
+
+
+# ---------------------------------------------------------------------------------------
+# Values, on hand-built data (fast: no training).
+
+GUITAR = "\n\nHuman: How do I tune my guitar?\n\nAssistant:"
+GOOD, BAD = " Use a tuner and check the frets.", " asdf asdf"
+# Two different texts with the same gold score (one on-topic detail each): a gold tie.
+TIE_A, TIE_B = " Use a tuner.", " Try the tuner, slowly."
+
+
+def test_gold_ties_are_dropped_and_counted_never_labelled_at_random():
+  from hh_jax.data import labelers  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
+  assert labelers.gold_score(GUITAR, TIE_A) == labelers.gold_score(GUITAR, TIE_B)
+  assert labelers.gold_score(GUITAR, GOOD) > labelers.gold_score(GUITAR, BAD)
+  contexts = [GUITAR] * 4
+  a = [TIE_A, BAD, GOOD, ""]
+  b = [TIE_B, GOOD, GOOD, GOOD]
+  pairs, counts = online.label_comparisons(contexts, a, b, 0.0, random.Random(0))
+  assert [(p.chosen, p.rejected) for p in pairs] == [(GOOD, BAD)]
+  assert (counts["pairs_drawn"], counts["skipped_identical"], counts["gold_ties"]) == (4, 2, 1)
+  for seed in range(50):  # with label noise too: a tie is never a pair, whatever the draw
+    pairs, counts = online.label_comparisons([GUITAR], [TIE_A], [TIE_B], 1.0,
+                                             random.Random(seed))
+    assert pairs == [] and counts["gold_ties"] == 1
+
+
+class _NumberScorer:
+  """A stand-in PM: a response's score is the number it ends with."""
+
+  def score(self, contexts, responses):
+    return np.asarray([float(r.split()[-1]) for r in responses], np.float32)
+
+
+def test_online_best_of_k_picks_the_highest_scored_sample():
+  from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
+  cands = [["a 1", "b 5", "c 3"], ["d 9", "e -2", "f 0"], ["g -1", "h -3", "i 7"]]
+  got = online.best_of_k(_NumberScorer(), ["c0", "c1", "c2"], cands)
+  assert got == ["b 5", "d 9", "i 7"]
+
+
+class _FakePM:
+  def score_raw(self, contexts, responses):
+    return np.asarray([float(r.split()[-1]) for r in responses], np.float32)
+
+
+def test_pm_accuracy_values_and_wilson_interval(tmp_path, monkeypatch):
+  from hh_jax.data.pairs import Pair  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import online, reward  # pylint: disable=g-import-not-at-top
+  # 10 pairs: the PM orders 8 like the label -> Wilson 95% [0.4902, 0.9433] (Wilson 1927;
+  # Newcombe 1998 Table I lists the same 8/10 interval).
+  chosen = [f" c {x}" for x in (5, 4, 3, 2, 1, 6, 7, 8, 0, 0)]
+  rejected = [f" r {x}" for x in (1, 1, 1, 1, 0, 2, 3, 4, 9, 1)]
+  path = str(tmp_path / "test.jsonl")
+  hh_rlhf.write_file(path, [Pair("\n\nHuman: q\n\nAssistant:", c, r, 1, "x")
+                            for c, r in zip(chosen, rejected)])
+  monkeypatch.setattr(reward.PMScorer, "from_workdir", staticmethod(lambda *a, **k: _FakePM()))
+  acc = online.pm_accuracy("pm_dir", path, mesh=None)
+  assert acc["n"] == 10 and acc["accuracy"] == pytest.approx(0.8) and acc["pm_ties"] == 0
+  assert (acc["lo"], acc["hi"]) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+  # A PM tie counts half: 2 right, 1 tie, 1 wrong of 4.
+  half = online.pair_accuracy([2.0, 1.0, 0.5, 0.0], [1.0, 0.0, 0.5, 3.0])
+  assert half["accuracy"] == pytest.approx(2.5 / 4) and half["pm_ties"] == 1
+  assert half["lo"] < 2.5 / 4 < half["hi"]
+  assert online.pair_accuracy([], []) is None

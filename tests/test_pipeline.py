@@ -32,6 +32,11 @@ def test_every_stage_ran_and_the_report_is_written(piped):
     elo = json.load(f)
   assert {m["name"] for m in elo["models"]} == {"lm", "initial", "ppo", "online_1"}
   assert elo["reference"] == "initial"
+  # Prompt-bootstrap intervals and the head-to-heads of consecutive policies.
+  assert elo["bootstrap_unit"] == "prompt"
+  assert [(h["model_a"], h["model_b"]) for h in elo["head_to_head"]] == [
+      ("ppo", "initial"), ("online_1", "ppo")]
+  assert all(h["wins"] + h["ties"] + h["losses"] == h["n"] for h in elo["head_to_head"])
   # The PM -> Elo slope, fitted on the latest PM's raw scores of every model.
   assert elo["pm_slope_pm"] == "online_pm_1" and elo["pm_slope"] is not None
   assert all(np.isfinite(m["pm_score"]) for m in elo["models"])
@@ -40,7 +45,7 @@ def test_every_stage_ran_and_the_report_is_written(piped):
   text = open(os.path.join(work, "report.md")).read()
   for heading in ("## Loss curves", "## Preference model", "## PPO", "## Online iterations",
                   "## Elo", "## Train PM vs test PMs", "## Helpfulness vs harmlessness",
-                  "## Alignment tax"):
+                  "## Alignment tax", "### Head-to-head", "| ppo vs initial |"):
     assert heading in text
   assert os.path.getsize(os.path.join(work, "curves.png")) > 1000
   # The stages chained checkpoint to checkpoint.

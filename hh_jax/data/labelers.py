@@ -25,6 +25,9 @@ from hh_jax.data.markers import HUMAN
 from hh_jax.data.pairs import Pair
 
 MAX_CREDITED_DETAILS = 4
+# Two scores this close are a tie: gold scores are sums of a few halves and 0.02 steps, so
+# one score reached by two orders of summation differs only in its last bits.
+TIE_TOLERANCE = 1e-9
 LENGTH_FREE_WORDS = 60  # words beyond this cost a little gold score; length never earns it
 
 
@@ -100,12 +103,23 @@ def bradley_terry(score_a: float, score_b: float, temperature: float,
   return rng.random() < p
 
 
+def is_tie(score_a: float, score_b: float) -> bool:
+  return abs(score_a - score_b) <= TIE_TOLERANCE
+
+
 def label_pair(context: str, response_a: str, response_b: str, temperature: float,
-               rng: random.Random, scorer: str = "gold") -> Pair:
-  """The simulated labeler of the online loop: orders two policy samples by Bradley-Terry."""
+               rng: random.Random, scorer: str = "gold") -> Pair | None:
+  """The simulated labeler of the online loop: orders two policy samples by Bradley-Terry.
+
+  None when the two scores tie: a tie carries no preference, and a Bradley-Terry draw would
+  label it by a coin flip (as the offline comparisons, `synthetic_pairs.comparisons`, the
+  online loop drops them and counts them).
+  """
   score = SCORERS[scorer]
-  a_wins = bradley_terry(score(context, response_a), score(context, response_b), temperature,
-                         rng)
+  sa, sb = score(context, response_a), score(context, response_b)
+  if is_tie(sa, sb):
+    return None
+  a_wins = bradley_terry(sa, sb, temperature, rng)
   chosen, rejected = (response_a, response_b) if a_wins else (response_b, response_a)
   return Pair(context, chosen, rejected, context.count(HUMAN), f"simulated-{scorer}")
 

@@ -391,17 +391,28 @@ def evaluate(workdir: str | None, tasks: Mapping[str, str], batch_size: int = 16
   return out
 
 
-def tax_table(results: Mapping[str, Mapping[str, dict]], baseline: str) -> str:
-  """Markdown: accuracy per task (rows) and model (columns), with each model's change from
-  `baseline` (the alignment tax when negative)."""
+def tax(results: Mapping[str, Mapping[str, dict]], baseline: str
+        ) -> dict[str, dict[str, float]]:
+  """{model: {task: accuracy − the baseline's accuracy}} for every other model and every
+  task both have: negative when RLHF cost capability (the alignment tax), positive when it
+  helped."""
   if baseline not in results:
     raise UserError(f"baseline {baseline!r} is not among {sorted(results)}")
+  base = {t: r["accuracy"] for t, r in results[baseline].items()}
+  return {m: {t: r["accuracy"] - base[t] for t, r in res.items()
+              if t in base and r.get("accuracy") is not None}
+          for m, res in results.items() if m != baseline}
+
+
+def tax_table(results: Mapping[str, Mapping[str, dict]], baseline: str) -> str:
+  """Markdown: accuracy per task (rows) and model (columns), with each model's change from
+  `baseline` (`tax`: the alignment tax when negative)."""
+  change = tax(results, baseline)
   models = list(results)
   tasks = list(results[baseline])
   lines = ["| task | n | " + " | ".join(models) + " |",
            "| --- | --- | " + " | ".join("---" for _ in models) + " |"]
   for t in tasks:
-    base = results[baseline][t]["accuracy"]
     cells = []
     for m in models:
       acc = results[m].get(t, {}).get("accuracy")
@@ -410,7 +421,7 @@ def tax_table(results: Mapping[str, Mapping[str, dict]], baseline: str) -> str:
       elif m == baseline:
         cells.append(f"{acc:.3f}")
       else:
-        cells.append(f"{acc:.3f} ({acc - base:+.3f})")
+        cells.append(f"{acc:.3f} ({change[m][t]:+.3f})")
     lines.append(f"| {t} | {results[baseline][t]['n']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 

@@ -11,8 +11,12 @@ judge that can say which of two responses to one context is better:
 
 `play` turns {model: responses to one shared list of contexts} and a judge into games;
 `fit` finds the maximum-likelihood Elo scores under P(i beats j) = 1 / (1 + 10^(−(E_i −
-E_j)/400)), a tie counting half a win for each side; `bootstrap` resamples the games and
-refits for a percentile interval; `report` puts it together as the `elo.json` object.
+E_j)/400)), a tie counting half a win for each side; `bootstrap` resamples the prompts, each
+with all its games (a prompt's response from one model plays all that model's games there,
+so its games are not independent), and refits for a percentile interval; `report` puts it
+together as the `elo.json` object. `head_to_head` compares two models on the same prompts
+directly (wins / ties / losses, the mean judge-score difference, prompt-bootstrap intervals
+and p-values), as the report does for each policy and the one before it.
 
 Why a prior: a model that never lost (or a group of models that never met the others) has
 no finite maximum-likelihood Elo. `fit` therefore maximizes the log-likelihood plus a very
@@ -28,12 +32,13 @@ import itertools
 import json
 import math
 import random
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Hashable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from hh_jax import files
 from hh_jax.data import records
+from hh_jax.eval import intervals
 from hh_jax.errors import UserError
 
 PRIOR_SD = 2000.0         # Elo; see the module docstring
@@ -45,10 +50,17 @@ WINNERS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
 @dataclasses.dataclass(frozen=True)
 class Game:
-  """One comparison: `score_a` is 1 when model_a won, 0 when model_b won, 0.5 for a tie."""
+  """One comparison: `score_a` is 1 when model_a won, 0 when model_b won, 0.5 for a tie.
+
+  prompt: what was sampled to make the game (any hashable: the context text, an index), or
+  None. Games on one prompt are correlated (each model's one response to it plays all its
+  games there), so `bootstrap` resamples prompts with all their games; a game without a
+  prompt is its own unit.
+  """
   model_a: str
   model_b: str
   score_a: float
+  prompt: Hashable = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -91,42 +103,57 @@ def _check(games: Sequence[Game], models: Sequence[str], reference: str) -> None
       raise UserError(f"a game pits {g.model_a!r} against itself; drop it")
 
 
-def _newton(a, b, s, w, m: int, prior_sd: float, iters: int = 100) -> np.ndarray:
-  """MAP ratings [m] (mean-zero gauge from the prior) of games a vs b with weights w [games].
+def _pair_design(a, b, m: int):
+  """The distinct (a, b) pairings: (pairing of each game [games], X [pairings, m]).
 
-  Log posterior: Σ w (s log p + (1 − s) log(1 − p)) − Σ E²/(2 sd²), p = σ(K (E_a − E_b)).
-  It is concave, so Newton with step halving converges from 0 in a handful of steps.
+  X has +1 at a's column and −1 at b's, so X @ E is E_a − E_b per pairing. The likelihood
+  depends on the games only through each pairing's total weight and score, so fits run on
+  pairings (a handful) instead of games (thousands).
+  """
+  uniq, inv = np.unique(a * m + b, return_inverse=True)
+  x = np.zeros((len(uniq), m))  # [pairings, m]
+  rows = np.arange(len(uniq))
+  x[rows, uniq // m] = 1.0
+  x[rows, uniq % m] = -1.0
+  return inv.reshape(-1), x
+
+
+def _newton(x, s, w, prior_sd: float, iters: int = 100) -> np.ndarray:
+  """MAP ratings [B, m] (mean-zero gauge from the prior) of B weighted data sets at once.
+
+  x: [pairings, m] from `_pair_design`; s: mean score of A per pairing, w: its total
+  weight, both [B, pairings]. Log posterior per data set:
+  Σ w (s log p + (1 − s) log(1 − p)) − Σ E²/(2 sd²), p = σ(K (E_a − E_b)).
+  It is concave, so Newton with (per data set) step halving converges from 0 in a handful
+  of steps.
   """
   lam = 1.0 / prior_sd ** 2
+  batch, m = s.shape[0], x.shape[1]
 
-  def objective(e):
-    z = _K * (e[a] - e[b])  # [games]
+  def objective(e):  # [B]
+    z = _K * e @ x.T  # [B, pairings]
     # s log σ(z) + (1 − s) log σ(−z), written stably
     ll = -(s * np.logaddexp(0.0, -z) + (1 - s) * np.logaddexp(0.0, z))
-    return float(np.sum(w * ll) - 0.5 * lam * np.sum(e ** 2))
+    return np.sum(w * ll, axis=1) - 0.5 * lam * np.sum(e ** 2, axis=1)
 
-  e = np.zeros((m,), np.float64)
+  e = np.zeros((batch, m), np.float64)
   f = objective(e)
   for _ in range(iters):
-    p = 1.0 / (1.0 + np.exp(-_K * (e[a] - e[b])))  # [games]
-    r = w * (s - p)                                  # d ll / d z per game
-    grad = _K * (np.bincount(a, r, m) - np.bincount(b, r, m)) - lam * e  # [m]
-    c = w * p * (1 - p) * _K ** 2                    # [games]
-    hess = np.zeros((m, m))                          # the negative Hessian, positive definite
-    np.add.at(hess, (a, a), c)
-    np.add.at(hess, (b, b), c)
-    np.add.at(hess, (a, b), -c)
-    np.add.at(hess, (b, a), -c)
-    hess[np.diag_indices(m)] += lam
-    step = np.linalg.solve(hess, grad)
-    t = 1.0
+    p = 1.0 / (1.0 + np.exp(-_K * e @ x.T))             # [B, pairings]
+    grad = _K * (w * (s - p)) @ x - lam * e            # [B, m]
+    c = w * p * (1 - p) * _K ** 2                       # [B, pairings]
+    hess = np.einsum("bq,qi,qj->bij", c, x, x) + lam * np.eye(m)  # minus the Hessian, > 0
+    step = np.linalg.solve(hess, grad[..., None])[..., 0]          # [B, m]
+    t = np.ones((batch,))
     while True:
-      f_new = objective(e + t * step)
-      if f_new >= f - 1e-12 or t < 1e-6:
+      f_new = objective(e + t[:, None] * step)
+      worse = (f_new < f - 1e-12) & (t >= 1e-6)
+      if not worse.any():
         break
-      t *= 0.5
-    e, f_old, f = e + t * step, f, f_new
-    if np.max(np.abs(t * step)) < 1e-7 or abs(f - f_old) < 1e-12:
+      t = np.where(worse, 0.5 * t, t)
+    e, f_old, f = e + t[:, None] * step, f, f_new
+    moved = np.max(np.abs(t[:, None] * step), axis=1)  # [B]
+    if np.all((moved < 1e-7) | (np.abs(f - f_old) < 1e-12)):
       break
   return e
 
@@ -149,35 +176,148 @@ def fit(games: Sequence[Game], reference: str | None = None, reference_elo: floa
   reference: default the first model.
   """
   models, reference, (a, b, s) = _prepare(games, reference, models)
-  e = _newton(a, b, s, np.ones_like(s), len(models), prior_sd)
+  pairing, x = _pair_design(a, b, len(models))
+  weight = np.bincount(pairing, minlength=len(x)).astype(np.float64)  # [pairings]
+  mean = np.bincount(pairing, s, minlength=len(x)) / weight            # [pairings]
+  e = _newton(x, mean[None], weight[None], prior_sd)[0]
   e = e - e[models.index(reference)] + reference_elo
-  return {m: float(x) for m, x in zip(models, e)}
+  return {m: float(v) for m, v in zip(models, e)}
+
+
+def bootstrap_fits(games: Sequence[Game], reference: str | None = None,
+                   reference_elo: float = 0.0, models: Sequence[str] | None = None,
+                   samples: int = 200, seed: int = 0, prior_sd: float = PRIOR_SD
+                   ) -> tuple[list[str], np.ndarray]:
+  """(models, Elo of each model in each resample [samples, models]), anchored on the
+  reference. The unit resampled is the prompt (`intervals.prompt_units`): a resample draws
+  as many prompts as there are, with replacement, each with all its games."""
+  if samples < 2:
+    raise UserError(f"bootstrap needs at least 2 samples, got {samples}")
+  models, reference, (a, b, s) = _prepare(games, reference, models)
+  pairing, x = _pair_design(a, b, len(models))
+  unit = intervals.prompt_units([g.prompt for g in games])
+  n_units = int(unit.max()) + 1
+  count = np.zeros((n_units, len(x)))  # [units, pairings] games
+  total = np.zeros((n_units, len(x)))  # [units, pairings] A's summed score
+  np.add.at(count, (unit, pairing), 1.0)
+  np.add.at(total, (unit, pairing), s)
+  rng = np.random.default_rng(seed)
+  draws = intervals.cluster_weights(rng, n_units, samples)  # [samples, units]
+  weight, score = draws @ count, draws @ total  # [samples, pairings] each
+  mean = np.divide(score, weight, out=np.full_like(score, 0.5), where=weight > 0)
+  e = _newton(x, mean, weight, prior_sd)  # [samples, models]
+  ref = models.index(reference)
+  return models, e - e[:, ref:ref + 1] + reference_elo
 
 
 def bootstrap(games: Sequence[Game], reference: str | None = None, reference_elo: float = 0.0,
               models: Sequence[str] | None = None, samples: int = 200,
               confidence: float = 0.95, seed: int = 0, prior_sd: float = PRIOR_SD
               ) -> dict[str, tuple[float, float]]:
-  """Percentile interval per model: the games resampled with replacement `samples` times.
+  """Percentile interval per model at `confidence`, from `bootstrap_fits`.
 
-  Each resample is refit and anchored on the reference, so the reference's own interval is a
-  point and the others say how sure we are of each model's distance from it.
+  Prompts, not games, are resampled whenever the games carry them: a prompt's games share
+  its responses, and resampling games as if independent gives intervals that cover the
+  population Elo less often than they claim (tests/test_elo.py measures both). Each resample
+  is refit and anchored on the reference, so the reference's own interval is a point and the
+  others say how sure we are of each model's distance from it.
   """
-  if not 0 < confidence < 1:
-    raise UserError(f"confidence must be in (0, 1), got {confidence}")
+  intervals.check_confidence(confidence)  # before any fitting
+  models, fits = bootstrap_fits(games, reference, reference_elo, models, samples, seed,
+                                prior_sd)
+  lo, hi = intervals.percentile_interval(fits, confidence)  # [models] each
+  return {m: (float(l), float(h)) for m, l, h in zip(models, lo, hi)}
+
+
+# ---------------------------------------------------------------------------------------
+# Paired head-to-heads.
+
+
+def head_to_head(scores_a: Sequence[float], scores_b: Sequence[float],
+                 prompts: Sequence[Hashable] | None = None, samples: int = 2000,
+                 confidence: float = 0.95, seed: int = 0) -> dict:
+  """Model A against model B on the same prompts, from a judge's scores of their responses.
+
+  scores_a, scores_b: [n] the judge's score (gold) of A's and of B's response on row i,
+  both answering row i's prompt. prompts: [n] each row's prompt (rows of one prompt are
+  resampled together); default: every row its own prompt.
+
+  Returns wins, ties and losses of A (higher score wins, equal scores tie), and two
+  statistics, each with `estimate`, a prompt-bootstrap percentile interval `lo`/`hi` at
+  `confidence` and a two-sided p-value `p` against its `null`:
+  * `win_rate`: (wins + ties / 2) / n, null 0.5;
+  * `score_diff`: mean(score_a − score_b), null 0.
+  The p-value is the bootstrap's: the same `samples` prompt resamples give the statistic's
+  distribution, and p = 2 · min(#{θ* ≤ null} + 1, #{θ* ≥ null} + 1) / (samples + 1), capped
+  at 1 (`intervals.bootstrap_p`): below 1 − confidence roughly when the interval excludes
+  the null.
+  """
+  sa = np.asarray(scores_a, np.float64)  # [n]
+  sb = np.asarray(scores_b, np.float64)  # [n]
+  if sa.shape != sb.shape or sa.ndim != 1 or not len(sa):
+    raise UserError(f"head_to_head needs two equal-length lists of scores, got {sa.shape} "
+                    f"and {sb.shape}")
+  if prompts is not None and len(prompts) != len(sa):
+    raise UserError(f"head_to_head: {len(prompts)} prompts for {len(sa)} scores")
   if samples < 2:
     raise UserError(f"bootstrap needs at least 2 samples, got {samples}")
-  models, reference, (a, b, s) = _prepare(games, reference, models)
+  intervals.check_confidence(confidence)
+  from hh_jax.data import labelers  # pylint: disable=g-import-not-at-top  (eval stays light)
+  diff = sa - sb                                                        # [n]
+  tied = np.abs(diff) <= labelers.TIE_TOLERANCE                         # [n]
+  outcome = np.where(tied, 0.5, np.where(diff > 0, 1.0, 0.0))           # [n]
+  unit = intervals.prompt_units([None] * len(sa) if prompts is None else list(prompts))  # [n]
+  n_units = int(unit.max()) + 1
+  rows = np.bincount(unit, minlength=n_units).astype(np.float64)       # [units]
   rng = np.random.default_rng(seed)
-  n, ref = len(s), models.index(reference)
-  fits = np.zeros((samples, len(models)))  # [samples, models]
-  for i in range(samples):
-    w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)  # [games]
-    e = _newton(a, b, s, w, len(models), prior_sd)
-    fits[i] = e - e[ref] + reference_elo
-  tail = 100 * (1 - confidence) / 2
-  lo, hi = np.percentile(fits, [tail, 100 - tail], axis=0)  # [models] each
-  return {m: (float(l), float(h)) for m, l, h in zip(models, lo, hi)}
+  draws = intervals.cluster_weights(rng, n_units, samples)            # [samples, units]
+  weight = draws @ rows                                                 # [samples]
+  out = {"n": int(len(sa)), "prompts": n_units, "wins": int(np.sum(outcome == 1.0)),
+         "ties": int(np.sum(tied)), "losses": int(np.sum(outcome == 0.0)),
+         "confidence": confidence, "bootstrap_samples": samples}
+  for name, per_row, null in (("win_rate", outcome, 0.5),
+                              ("score_diff", np.where(tied, 0.0, diff), 0.0)):
+    stats = draws @ np.bincount(unit, per_row, minlength=n_units) / weight  # [samples]
+    lo, hi = intervals.percentile_interval(stats, confidence)
+    out[name] = {"estimate": float(np.mean(per_row)), "lo": float(lo), "hi": float(hi),
+                 "p": intervals.bootstrap_p(stats, null), "null": null}
+  return out
+
+
+def consecutive(names: Sequence[str]) -> list[tuple[str, str]]:
+  """Each model against the one before it: [(names[1], names[0]), (names[2], names[1]), …]."""
+  return [(names[i + 1], names[i]) for i in range(len(names) - 1)]
+
+
+def head_to_heads(scores: Mapping[str, Sequence[float]], pairs: Sequence[tuple[str, str]],
+                  prompts: Sequence[Hashable] | None = None, samples: int = 2000,
+                  confidence: float = 0.95, seed: int = 0) -> list[dict]:
+  """`head_to_head` of each (model_a, model_b) in `pairs`; scores: {model: [n]} on the same
+  rows. Each entry names its models."""
+  for pair in pairs:
+    for m in pair:
+      if m not in scores:
+        raise UserError(f"head-to-head names model {m!r}, which has no scores")
+  return [{"model_a": a, "model_b": b,
+           **head_to_head(scores[a], scores[b], prompts, samples, confidence, seed)}
+          for a, b in pairs]
+
+
+def head_to_head_table(rows: Sequence[Mapping]) -> str:
+  """Head-to-heads as a markdown table: W/T/L, win rate and mean score difference with
+  their intervals and p-values."""
+  if not rows:
+    return ""
+  pct = int(round(100 * rows[0].get("confidence", 0.95)))
+  lines = [f"| A vs B | prompts | A wins / ties / B wins | A's win rate [{pct}%] | p | "
+           f"mean score A − B [{pct}%] | p |", "| --- |" + " --- |" * 6]
+  for r in rows:
+    w, d = r["win_rate"], r["score_diff"]
+    lines.append(f"| {r['model_a']} vs {r['model_b']} | {r['prompts']} | "
+                 f"{r['wins']} / {r['ties']} / {r['losses']} | "
+                 f"{w['estimate']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}] | {w['p']:.3g} | "
+                 f"{d['estimate']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] | {d['p']:.3g} |")
+  return "\n".join(lines)
 
 
 def pm_slope(elos: Mapping[str, float], pm_means: Mapping[str, float]) -> float | None:
@@ -201,24 +341,35 @@ def report(games: Sequence[Game], reference: str | None = None, judge: str = "",
            reference_elo: float = 0.0, models: Sequence[str] | None = None,
            pm_means: Mapping[str, float] | None = None, samples: int = 200,
            confidence: float = 0.95, seed: int = 0, prior_sd: float = PRIOR_SD) -> dict:
-  """The `elo.json` object: reference, judge, one entry per model, the PM → Elo slope."""
+  """The `elo.json` object: reference, judge, one entry per model, the PM → Elo slope.
+
+  Each model's row: Elo, its `bootstrap` interval (lo, hi) at `confidence`, games played,
+  outright wins and ties. `bootstrap_unit` says what was resampled ("prompt" when every game
+  names one, "game" when none does, "mixed": prompts, and each game without one alone) and
+  `bootstrap_units` how many units there were. Callers add the paired
+  `head_to_head` entries under "head_to_head".
+  """
   models = _models_of(games, models)
   reference = models[0] if reference is None and models else reference
   elos = fit(games, reference, reference_elo, models, prior_sd)
-  intervals = bootstrap(games, reference, reference_elo, models, samples, confidence, seed,
-                        prior_sd)
+  ci = bootstrap(games, reference, reference_elo, models, samples, confidence, seed, prior_sd)
   rows = []
   for m in models:
     mine = [g for g in games if m in (g.model_a, g.model_b)]
     score = [g.score_a if g.model_a == m else 1.0 - g.score_a for g in mine]
-    row = {"name": m, "elo": elos[m], "lo": intervals[m][0], "hi": intervals[m][1],
+    row = {"name": m, "elo": elos[m], "lo": ci[m][0], "hi": ci[m][1],
            "games": len(mine), "wins": sum(x == 1.0 for x in score),
            "ties": sum(x == 0.5 for x in score)}
     if pm_means and m in pm_means:
       row["pm_score"] = float(pm_means[m])
     rows.append(row)
+  units = intervals.prompt_units([g.prompt for g in games])
+  with_prompt = sum(g.prompt is not None for g in games)
   return {"reference": reference, "reference_elo": reference_elo, "judge": judge,
           "confidence": confidence, "bootstrap_samples": samples, "prior_sd": prior_sd,
+          "bootstrap_unit": "prompt" if with_prompt == len(games) else (
+              "game" if not with_prompt else "mixed"),
+          "bootstrap_units": int(units.max()) + 1 if len(units) else 0,
           "games": len(games), "models": rows,
           "pm_slope": pm_slope(elos, pm_means or {}), "pm_slope_paper": PAPER_PM_SLOPE}
 
@@ -244,7 +395,9 @@ def plot(rep: dict, path: str, title: str = "") -> None:
   ax.set_xticklabels([r["name"] for r in rows], rotation=30, ha="right")
   ax.set_ylabel(f"Elo (reference {rep['reference']})")
   pct = int(round(100 * rep.get("confidence", 0.95)))
-  ax.set_title(title or f"Elo by {rep.get('judge') or 'judge'}, {pct}% bootstrap intervals")
+  unit = rep.get("bootstrap_unit", "game")
+  ax.set_title(title or f"Elo by {rep.get('judge') or 'judge'}, {pct}% {unit}-bootstrap "
+               "intervals")
   fig.tight_layout()
   files.save_figure(fig, path, dpi=120)
   plt.close(fig)
@@ -265,9 +418,9 @@ class Judge(Protocol):
 class ScoreJudge:
   """A judge from any scorer with `score(contexts, responses) -> [n]`: the higher score wins.
 
-  temperature 0: the exact comparison, equal scores a tie. temperature T > 0: A wins with
-  probability σ((s_A − s_B)/T) (Bradley-Terry, as `labelers.label_pair` draws its labels),
-  seeded. Scores are cached per (context, response), so playing every pair of M models
+  temperature 0: the exact comparison, equal scores (within `labelers.TIE_TOLERANCE`) a
+  tie, half a win each. temperature T > 0: A wins with probability σ((s_A − s_B)/T)
+  (Bradley-Terry, as `labelers.label_pair` draws its labels), seeded. Scores are cached per (context, response), so playing every pair of M models
   scores each response once, not M − 1 times.
   """
 
@@ -289,8 +442,9 @@ class ScoreJudge:
   def compare(self, contexts, responses_a, responses_b) -> np.ndarray:
     from hh_jax.data import labelers  # pylint: disable=g-import-not-at-top  (eval stays light)
     sa, sb = self.scores(contexts, responses_a), self.scores(contexts, responses_b)
-    if self.temperature == 0:
-      return np.where(sa > sb, 1.0, np.where(sa < sb, 0.0, 0.5))
+    if self.temperature == 0:  # scores within labelers.TIE_TOLERANCE tie
+      tied = np.abs(sa - sb) <= labelers.TIE_TOLERANCE
+      return np.where(tied, 0.5, np.where(sa > sb, 1.0, 0.0))
     return np.asarray([float(labelers.bradley_terry(x, y, self.temperature, self._rng))
                        for x, y in zip(sa, sb)])
 
@@ -326,6 +480,8 @@ def play(contexts: Sequence[str], responses: Mapping[str, Sequence[str]], judge:
   """Every scheduled pair (default: all pairs) meets once on every context.
 
   responses: {model name: its response to each of `contexts`, in order} [n] each.
+  Each game's prompt is its context's text, so `bootstrap` resamples contexts (a context
+  drawn twice is one prompt: its games share its difficulty).
   """
   for m, rs in responses.items():
     if len(rs) != len(contexts):
@@ -337,7 +493,7 @@ def play(contexts: Sequence[str], responses: Mapping[str, Sequence[str]], judge:
       if m not in responses:
         raise UserError(f"schedule names model {m!r}, which has no responses")
     out = judge.compare(contexts, responses[ma], responses[mb])  # [n]
-    games.extend(Game(ma, mb, float(x)) for x in out)
+    games.extend(Game(ma, mb, float(x), c) for x, c in zip(out, contexts))
   return games
 
 
@@ -355,9 +511,11 @@ def read_judgments(path: str, max_bad_share: float = DEFAULT_MAX_BAD_SHARE) -> l
   """Games from a jsonl of judgments, one per line (format: docs/evals.md).
 
   Required: "model_a", "model_b" (different non-empty strings) and "winner" ("a", "b" or
-  "tie"). Optional strings: "context", "response_a", "response_b" (kept in the file for
-  people, not needed for Elo). A bad line is skipped with `file:line: reason` (one warning
-  line on stderr); more than `max_bad_share` of the lines bad is a one-line UserError.
+  "tie"). Optional strings: "context" (the game's prompt: `bootstrap` resamples contexts
+  with all their judgments; a line without one is its own unit), "response_a", "response_b"
+  (kept in the file for people, not needed for Elo). A bad line is skipped with
+  `file:line: reason` (one warning line on stderr); more than `max_bad_share` of the lines
+  bad is a one-line UserError.
   """
   path = str(path)
   if files.is_remote(path):
@@ -375,12 +533,12 @@ def read_judgments(path: str, max_bad_share: float = DEFAULT_MAX_BAD_SHARE) -> l
       winner = records.string(obj, "winner").strip().lower()
       if winner not in WINNERS:
         raise ValueError(f"winner is {winner!r:.40}; use 'a', 'b' or 'tie'")
-      for k in ("context", "response_a", "response_b"):
-        records.string(obj, k, optional=True)
+      context, _, _ = (records.string(obj, k, optional=True)
+                       for k in ("context", "response_a", "response_b"))
     except ValueError as e:
       skips.bad(lineno, str(e))
       continue
-    games.append(Game(a, b, WINNERS[winner]))
+    games.append(Game(a, b, WINNERS[winner], context or None))
   skips.finish("fix the judgments file")
   if not games:
     raise UserError(f"{path}: no judgments in the file")
@@ -395,7 +553,8 @@ def write_judgments(path: str, rows: Iterable[Mapping]) -> None:
 def table(rep: dict) -> str:
   """The report as a markdown table, for a README or report.md."""
   pct = int(round(100 * rep.get("confidence", 0.95)))
-  lines = [f"| model | Elo | {pct}% interval | games | wins | ties |",
+  unit = rep.get("bootstrap_unit", "game")
+  lines = [f"| model | Elo | {pct}% interval ({unit} bootstrap) | games | wins | ties |",
            "| --- | --- | --- | --- | --- | --- |"]
   for r in rep["models"]:
     lines.append(f"| {r['name']} | {r['elo']:.0f} | [{r['lo']:.0f}, {r['hi']:.0f}] | "

@@ -1,12 +1,14 @@
 """`report.md` of a pipeline run: what a researcher looks at first, from the stages' outputs.
 
 Everything is computed from files the stages wrote (metrics.jsonl, final_eval.json,
-rs_results.json, ppo_eval.json and its plots, online_record.json) plus one fresh
+rs_results.json, ppo_eval.json and its plots, online_record.json: the online table with its
+gold ties and PM accuracies on non-tied pairs with Wilson intervals) plus one fresh
 evaluation of every policy on prompts no stage trained on: the gold-judged Elo with
-bootstrap intervals (`elo.json`), helpfulness and harmlessness on benign and harmful
-requests (the paper's tension, scored by the synthetic labeler's two halves), every
-policy's score under every PM of the run (train PM vs test PMs, and the PM → Elo slope),
-and the capability probe (the alignment tax).
+prompt-bootstrap intervals and each policy's paired head-to-head with the one before it
+(`elo.json`), helpfulness and harmlessness on benign and harmful requests (the paper's
+tension, scored by the synthetic labeler's two halves), every policy's score under every PM
+of the run (train PM vs test PMs, and the PM → Elo slope), and the capability probe (the
+alignment tax).
 """
 from __future__ import annotations
 
@@ -77,6 +79,39 @@ def trained_against(models: dict[str, str], pm_names: list[str]) -> dict[str, st
       if policy in models:
         out[policy] = name
   return out
+
+
+def consecutive_policies(models: dict[str, str]) -> list[tuple[str, str]]:
+  """The head-to-heads of the report: each policy against the one before it (ppo vs
+  initial, online_1 vs ppo, online_i vs online_(i−1)); the pretrained LM is not a policy."""
+  return elo_lib.consecutive([m for m in models if m != "lm"])
+
+
+def _accuracy_cell(acc) -> str:
+  """A PM accuracy entry of the record: 'acc [lo, hi] (n)' (a bare float from older runs)."""
+  if acc is None:
+    return "–"
+  if not isinstance(acc, dict):
+    return f"{acc:.3f}"
+  return f"{acc['accuracy']:.3f} [{acc['lo']:.3f}, {acc['hi']:.3f}] ({acc['n']})"
+
+
+def online_rows(record: dict) -> list[dict]:
+  """One row per online iteration for report.md: comparisons, gold ties dropped, the new PM's
+  accuracy on its own and the first test split, the policy's gold score and Elo."""
+  rows = []
+  for e in record["iterations"]:
+    mine = {x["name"]: x for x in e["elo"]}.get(online_lib.policy_name(e["iteration"]), {})
+    ties = e.get("labels", {}).get("gold_ties")
+    rows.append({"iteration": str(e["iteration"]), "comparisons": str(e["comparisons"]),
+                 "gold_ties": "–" if ties is None else str(ties),
+                 "pm_acc_own": _accuracy_cell(e["pm_accuracy"].get(f"iter_{e['iteration']}")),
+                 "pm_acc_first": _accuracy_cell(e["pm_accuracy"].get("iter_1")),
+                 "gold_final": e["ppo"]["gold_final"] or math.nan,
+                 "elo": mine.get("elo", math.nan),
+                 "elo_interval": f"[{mine.get('lo', math.nan):.0f}, "
+                                 f"{mine.get('hi', math.nan):.0f}]"})
+  return rows
 
 
 def pm_table(contexts, responses: dict[str, list[str]], pm_dirs: dict[str, str]
@@ -158,7 +193,8 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   contexts = [p.context for p in prompts]
   responses = pol.respond_all(models, contexts, int(r.elo_seed),
                               files.join(workdir, "report_responses"))
-  games = elo_lib.play(contexts, responses, elo_lib.GoldJudge())
+  judge = elo_lib.GoldJudge()
+  games = elo_lib.play(contexts, responses, judge)
   pm_dirs = pms(workdir, record)
   scores, stds = pm_table(contexts, responses, pm_dirs)
   against = trained_against(models, list(pm_dirs))
@@ -166,6 +202,9 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   rep = elo_lib.report(games, reference="initial", judge="gold", seed=int(r.elo_seed),
                        pm_means={m: row[slope_pm] for m, row in scores.items()})
   rep["pm_slope_pm"] = slope_pm
+  gold = {m: judge.scores(contexts, rs) for m, rs in responses.items()}  # [n] each
+  rep["head_to_head"] = elo_lib.head_to_heads(gold, consecutive_policies(models), contexts,
+                                              seed=int(r.elo_seed))
   elo_lib.write(files.join(workdir, "elo.json"), rep)
   elo_lib.plot(rep, files.join(workdir, "elo.png"), "gold-judged Elo")
   hh = hh_table(prompts, responses)
@@ -204,20 +243,24 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
          "![gold vs sqrt KL](ppo/gold_vs_sqrt_kl.png) ![PM vs sqrt KL](ppo/pm_vs_sqrt_kl.png)",
          ""]
   if record["iterations"]:
-    md += ["## Online iterations", ""]
-    rows = []
-    for e in record["iterations"]:
-      own = e["pm_accuracy"].get(f"iter_{e['iteration']}")
-      mine = {x["name"]: x for x in e["elo"]}.get(online_lib.policy_name(e["iteration"]), {})
-      rows.append({"iteration": str(e["iteration"]), "comparisons": str(e["comparisons"]),
-                   "pm_acc_own": own if own is not None else math.nan,
-                   "pm_acc_first": e["pm_accuracy"].get("iter_1") or math.nan,
-                   "gold_final": e["ppo"]["gold_final"] or math.nan,
-                   "elo": mine.get("elo", math.nan),
-                   "elo_interval": f"[{mine.get('lo', math.nan):.0f}, {mine.get('hi', math.nan):.0f}]"})
-    md += [_md_table(rows, ["iteration", "comparisons", "pm_acc_own", "pm_acc_first",
-                            "gold_final", "elo", "elo_interval"]), ""]
-  md += ["## Elo (gold judge, fresh prompts)", "", elo_lib.table(rep), "", "![elo](elo.png)", ""]
+    md += ["## Online iterations", "",
+           "Gold ties (pairs whose two responses the gold labeler scores equally) are dropped "
+           "from the comparisons, so PM accuracy is on non-tied held-out pairs and 1 is "
+           "attainable; in brackets its Wilson 95% interval, then the number of pairs.", ""]
+    md += [_md_table(online_rows(record), ["iteration", "comparisons", "gold_ties",
+                                           "pm_acc_own", "pm_acc_first", "gold_final", "elo",
+                                           "elo_interval"]), ""]
+  md += ["## Elo (gold judge, fresh prompts)", "",
+         f"{rep['bootstrap_units']} prompts, every pair of models on each; the intervals "
+         "resample prompts, each with all its games.", "",
+         elo_lib.table(rep), "", "![elo](elo.png)", "",
+         "### Head-to-head: each policy against the one before it", "",
+         "The same prompts, one response each; A wins when the gold score of its response is "
+         "higher. Win rate counts a tie half; intervals and two-sided p-values are from "
+         f"{rep['head_to_head'][0]['bootstrap_samples'] if rep['head_to_head'] else 0} "
+         "prompt resamples (p: twice the share of resampled statistics on the far side of "
+         "the null, 0.5 or 0).", "",
+         elo_lib.head_to_head_table(rep["head_to_head"]), ""]
   if rep["pm_slope"] is not None:
     md += [f"The fit regresses each model's Elo on its mean raw score under `{slope_pm}`; the "
            "paper's ≈ 174 is 400 / ln 10, a PM whose score differences are calibrated log-odds "
@@ -243,4 +286,4 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
 
 
 __all__ = ["write_report", "hh_table", "pm_table", "pm_table_md", "pms", "trained_against",
-           "plot_curves", "policies"]
+           "plot_curves", "policies", "consecutive_policies", "online_rows"]

@@ -8,15 +8,18 @@ Each iteration i, in `WORKDIR/iter_<i>/`:
      policy) and a mix of rejection-sampled responses (best-of-k by the current PM of the
      initial policy's samples, as the paper's RS models drew from the context-distilled
      LM: `online.rs_policy`) and earlier policies, labeled by the gold labeler with
-     Bradley-Terry noise, or read from a human-judgment file in the hh-rlhf format;
+     Bradley-Terry noise (pairs whose gold scores tie dropped and counted in
+     comparisons_labels.json), or read from a human-judgment file in the hh-rlhf format;
   2. pm/: a PM stage trained on the old comparisons (the configured PM data) plus every
      comparisons.jsonl so far, starting from the previous iteration's PM
      (`online.pm_warm_start`, the default: a small laptop budget then still accumulates) or
      afresh from `online.pm_init_workdir` (an LM or PMP run, as the paper retrained);
   3. ppo/: a PPO stage from the initial policy (`init.workdir`) against that PM;
-  4. one entry appended to `online_record.json`: comparisons added, the new PM's accuracy
-     on its own and every earlier test split, the PPO result, and the Elo of every policy
-     so far (gold judge, bootstrap intervals) on fixed evaluation prompts.
+  4. one entry appended to `online_record.json`: comparisons added (and the labels' counts),
+     the new PM's accuracy on its own and every earlier test split (non-tied pairs, Wilson
+     95% interval), the PPO result, and the Elo of every policy so far (gold judge,
+     prompt-bootstrap intervals) on fixed evaluation prompts; `elo.json` adds each policy's
+     paired head-to-head with the one deployed before it.
 Sub-stages run through `hh_jax.stages.run`, so each resumes itself; the record is the marker
 that an iteration is finished, and files are written whole (write, then rename), so a killed
 loop rerun with the same command continues in the stage it was in.
@@ -27,6 +30,7 @@ import copy
 import json
 import random
 import time
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -35,6 +39,7 @@ from hh_jax import files
 from hh_jax.data import hh_rlhf
 from hh_jax.errors import UserError
 from hh_jax.eval import elo as elo_lib
+from hh_jax.eval import intervals
 from hh_jax.model import params as params_lib
 from hh_jax.model import sampling
 from hh_jax.parallel import mesh as mesh_lib
@@ -110,6 +115,52 @@ def rs_policy(o) -> str:
   return o.rs_policy
 
 
+def best_of_k(scorer, contexts: Sequence[str], candidates: Sequence[Sequence[str]]
+              ) -> list[str]:
+  """For each context, the candidate the scorer rates highest (one batched scoring).
+
+  candidates: [n][k] texts. Ties: `rejection_sampling.best_of`'s rule, as the RS stage.
+  """
+  from hh_jax.rl import rejection_sampling  # pylint: disable=g-import-not-at-top
+  k = len(candidates[0]) if candidates else 0
+  if any(len(cs) != k for cs in candidates):
+    raise ValueError(f"best_of_k needs k = {k} candidates for every context")
+  flat_c = [c for c, cs in zip(contexts, candidates) for _ in cs]
+  flat_r = [r for cs in candidates for r in cs]
+  scores = np.asarray(scorer.score(flat_c, flat_r), np.float64).reshape(len(candidates), k)
+  best = rejection_sampling.best_of(scores, k)[:, 0]  # [n]
+  return [cs[int(j)] for cs, j in zip(candidates, best)]
+
+
+def label_comparisons(contexts: Sequence[str], responses_a: Sequence[str],
+                      responses_b: Sequence[str], temperature: float, rng: random.Random
+                      ) -> tuple[list, dict]:
+  """(gold-labelled pairs, what happened to each drawn pair) for the online comparisons.
+
+  A pair with an empty response or the same text twice is skipped; a pair whose gold scores
+  tie is dropped and counted (`labelers.label_pair`): a tie carries no preference, and a
+  coin-flip label would cap the PM's attainable accuracy (at ~0.85 with 30% ties). The rest
+  are labelled by Bradley-Terry at `temperature` (0: the gold order).
+  """
+  pairs, counts = [], {"labels": f"gold, temperature {temperature:g}",
+                       "pairs_drawn": len(contexts), "skipped_identical": 0, "gold_ties": 0}
+  for ctx, ra, rb in zip(contexts, responses_a, responses_b):
+    if not ra.strip() or not rb.strip() or ra.strip() == rb.strip():
+      counts["skipped_identical"] += 1
+      continue
+    pair = labelers.label_pair(ctx, ra, rb, temperature, rng)
+    if pair is None:
+      counts["gold_ties"] += 1
+      continue
+    pairs.append(pair)
+  return pairs, counts
+
+
+def labels_path(comparisons_path: str) -> str:
+  """Where `collect` writes its counts: beside comparisons.jsonl, as comparisons_labels.json."""
+  return comparisons_path.rsplit(".jsonl", 1)[0] + "_labels.json"
+
+
 def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
             out: str, out_test: str) -> dict:
   """Writes this iteration's comparisons (and their held-out split); returns counts."""
@@ -123,6 +174,8 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
       raise UserError(f"online.human_files names {len(paths)} files but iteration {iteration} "
                       "needs one; add a file of human judgments per iteration")
     new, _ = hh_rlhf.read_file(paths[iteration - 1])
+    labels = {"labels": "human", "pairs_drawn": len(new), "skipped_identical": 0,
+              "gold_ties": 0}
   else:
     key = jax.random.PRNGKey(o.seed + iteration)
     names = list(deployed)
@@ -138,9 +191,8 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
       cands = policies.respond(rs_from, [contexts[j] for j in rs_rows],
                                jax.random.fold_in(key, 1), k=o.rs_k)
       scorer = reward.PMScorer.from_workdir(pm_dir, policies.mesh)
-      for j, cs in zip(rs_rows, cands):
-        s = scorer.score([contexts[j]] * len(cs), cs)
-        b[j] = cs[int(np.argmax(s))]
+      for j, best in zip(rs_rows, best_of_k(scorer, [contexts[j] for j in rs_rows], cands)):
+        b[j] = best
     others = [j for j, u in enumerate(use_rs) if not u]
     by_policy: dict[str, list[int]] = {}
     for j in others:
@@ -149,42 +201,61 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
       for j, r in zip(rows, policies.respond(wd, [contexts[j] for j in rows],
                                              jax.random.fold_in(key, 2 + n))):
         b[j] = r[0]
-    new = []
-    for ctx, ra, rb in zip(contexts, a, b):
-      if ra.strip() and rb.strip() and ra.strip() != rb.strip():
-        new.append(labelers.label_pair(ctx, ra, rb, o.label_temperature, rng))
+    new, labels = label_comparisons(contexts, a, b, o.label_temperature, rng)
   held, train = hh_rlhf.hold_out_contexts(new, round(o.test_fraction * len(new)),
                                           f"online/{iteration}")
+  counts = {**labels, "comparisons": len(train), "test_comparisons": len(held)}
   if jax.process_index() == 0:
+    files.write_json(labels_path(out), counts)
     hh_rlhf.write_file(out_test, held)
     hh_rlhf.write_file(out, train)  # last: its presence marks the collection done
-  return {"comparisons": len(train), "test_comparisons": len(held)}
+  return counts
 
 
-def pm_accuracy(pm_dir: str, path: str, mesh) -> float | None:
-  """Share of a file's comparisons the PM orders like the labels (ties count half)."""
+def pair_accuracy(chosen_scores, rejected_scores, confidence: float = 0.95) -> dict | None:
+  """A PM's accuracy on labelled pairs: the share it orders like the label, a PM tie (equal
+  scores) counting half, with the Wilson interval at `confidence` over the n pairs.
+
+  The pairs are non-tied by construction (`label_comparisons` drops gold ties), so 1 is
+  attainable. None without pairs.
+  """
+  sc = np.asarray(chosen_scores, np.float64)    # [n]
+  sr = np.asarray(rejected_scores, np.float64)  # [n]
+  if not len(sc):
+    return None
+  right = float(np.sum(sc > sr) + 0.5 * np.sum(sc == sr))
+  lo, hi = intervals.wilson(right, len(sc), confidence)
+  return {"accuracy": right / len(sc), "lo": lo, "hi": hi, "n": int(len(sc)),
+          "pm_ties": int(np.sum(sc == sr)), "confidence": confidence}
+
+
+def pm_accuracy(pm_dir: str, path: str, mesh) -> dict | None:
+  """`pair_accuracy` of a PM on a comparisons file (non-tied pairs, raw scores); None if empty."""
   pairs, _ = hh_rlhf.read_file(path)
   if not pairs:
     return None
   scorer = reward.PMScorer.from_workdir(pm_dir, mesh)
   sc = scorer.score_raw([p.context for p in pairs], [p.chosen for p in pairs])
   sr = scorer.score_raw([p.context for p in pairs], [p.rejected for p in pairs])
-  return float(np.mean((sc > sr) + 0.5 * (sc == sr)))
+  return pair_accuracy(sc, sr)
 
 
 def elo_table(c, policies: Policies, deployed: dict, workdir: str) -> dict:
-  """Elo of every deployed policy by the gold judge on fixed prompts (responses cached)."""
+  """Elo of every deployed policy by the gold judge on fixed prompts (responses cached),
+  prompt-bootstrap intervals, and each policy's paired head-to-head with the one before."""
   o = c.online
   prompt_cfg = copy.deepcopy(c.ppo_stage.prompts)
   contexts = prompts_lib.contexts(prompt_cfg, num=o.elo_prompts, seed=o.elo_seed)
   responses = policies.respond_all(deployed, contexts, o.elo_seed,
                                    files.join(workdir, "responses"))
-  games = elo_lib.play(contexts, responses, elo_lib.GoldJudge())
-  gold = {m: float(np.mean([labelers.gold_score(x, r) for x, r in zip(contexts, rs)]))
-          for m, rs in responses.items()}
+  judge = elo_lib.GoldJudge()
+  games = elo_lib.play(contexts, responses, judge)
+  gold = {m: judge.scores(contexts, rs) for m, rs in responses.items()}  # [n] each
   rep = elo_lib.report(games, reference=INITIAL, judge="gold", seed=o.seed)
   for row in rep["models"]:
-    row["gold"] = gold[row["name"]]
+    row["gold"] = float(np.mean(gold[row["name"]]))
+  rep["head_to_head"] = elo_lib.head_to_heads(gold, elo_lib.consecutive(list(responses)),
+                                              contexts, seed=o.seed)
   return rep
 
 
@@ -256,6 +327,10 @@ def run(config, workdir: str):
     if not done and not files.exists(comp):
       counts = collect(config, policies, deployed, pm_dir, i, comp, test)
       print(f"online: iteration {i} comparisons {counts}", flush=True)
+      if not counts["comparisons"]:
+        print(f"online: iteration {i} kept no comparisons (of {counts['pairs_drawn']} pairs "
+              f"drawn, {counts['gold_ties']} gold ties, {counts['skipped_identical']} empty or "
+              "identical); its PM trains on the earlier data only", flush=True)
     comparison_files.append(comp)
     test_files.append(test)
     pm_cfg = copy.deepcopy(config.pm_stage)
@@ -282,6 +357,8 @@ def run(config, workdir: str):
       continue
     counts = {"comparisons": len(hh_rlhf.read_file(comp)[0]),
               "test_comparisons": len(hh_rlhf.read_file(test)[0])}
+    if files.exists(labels_path(comp)):  # pairs drawn, skipped, gold ties dropped
+      counts["labels"] = files.read_json(labels_path(comp))
     accuracy = {f"iter_{j + 1}": pm_accuracy(new_pm, f, mesh) for j, f in enumerate(test_files)}
     ppo_eval = files.read_json(files.join(new_policy, "ppo_eval.json"))
     rep = elo_table(config, policies, deployed, workdir)
@@ -293,9 +370,11 @@ def run(config, workdir: str):
     record.append(entry)
     elo_lib.write(files.join(workdir, "elo.json"), rep)
     print(f"online: iteration {i} recorded: " + json.dumps(
-        {"pm_accuracy": accuracy, "elo": {r["name"]: round(r["elo"]) for r in rep["models"]}}),
+        {"pm_accuracy": {k: v and round(v["accuracy"], 3) for k, v in accuracy.items()},
+         "elo": {r["name"]: round(r["elo"]) for r in rep["models"]}}),
         flush=True)
   return record.data
 
 
-__all__ = ["run", "Record", "collect", "pm_accuracy", "elo_table"]
+__all__ = ["run", "Record", "collect", "label_comparisons", "best_of_k", "pair_accuracy",
+           "pm_accuracy", "elo_table"]
