@@ -12,6 +12,7 @@ Without chromium (or the playwright package) the tests skip locally and fail und
 (CI=true), where .ci/run installs chromium first. FEEDBACK_SCREENSHOT=PATH keeps the page's
 screenshot (docs/feedback.png is made so).
 """
+import json
 import os
 import shutil
 
@@ -153,19 +154,23 @@ def test_pm_stage_and_online_loop_train_on_the_browsers_comparisons(round_, tmp_
   runs, path = round_["runs"], str(round_["work"] / store.COMPARISONS)
   pairs, rep = hh_rlhf.read_file(path)
   assert rep.lines == 4 and not rep.malformed
-  # The PM stage on the file alone (2 pairs a step on 2 data shards; its held-out set is the
-  # same file: this checks that the stage reads and trains on it, not the PM's accuracy).
+  # The PM stage on the file alone (2 pairs a step: 2 data shards, the 8 test devices' other
+  # factor on tensor; its held-out set is the same file: this checks that the stage reads
+  # and trains on it, not the PM's accuracy).
   c = pm_config.get_config("size=test,data=hh_rlhf,runlocal=True")
   c.init.workdir = runs["lm"]
   c.data.train_files = path
   c.data.eval_files = path
   c.data.seq_len = 64
   c.data.batch_size = 2
-  c.mesh.data = 2
+  c.mesh.data, c.mesh.tensor = 2, 4
   c.train.num_epochs = 2
   pm_dir = str(tmp_path / "pm")
   stages.run(c, pm_dir)
   assert os.path.exists(os.path.join(pm_dir, "reward_stats.json"))
+  with open(os.path.join(pm_dir, "metrics.jsonl")) as f:
+    steps = [json.loads(x)["step"] for x in f if "loss" in x]
+  assert max(steps) == 2 * (rep.pairs // 2)  # 2 epochs of the file's pairs, 2 a step
   # One online iteration whose comparisons are the browser's file (online.human_files).
   o = online_config.get_config(
       f"size=test,init={runs['lm']},pm={runs['pm']},lm={runs['lm']},iterations=1,runlocal=True")
