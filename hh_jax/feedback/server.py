@@ -19,6 +19,7 @@ send the token header, and one POST per turn keeps the turn's lifetime in one re
 from __future__ import annotations
 
 import collections
+import html
 import json
 import logging
 import os
@@ -245,8 +246,8 @@ class Feedback:
     @app.exception_handler(store.Refused)
     async def refused(request: Request, e: store.Refused):
       if request.url.path == "/":
-        return HTMLResponse(f"<!doctype html><title>Refused</title><p>{FORBIDDEN}</p>",
-                            e.status)
+        return HTMLResponse("<!doctype html><title>Refused</title>"
+                            f"<p>{html.escape(e.message)}</p>", e.status)
       return JSONResponse({"error": e.message}, e.status)
 
     async def body_of(request: Request) -> dict:
