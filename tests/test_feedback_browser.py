@@ -241,3 +241,22 @@ def test_page_shows_markup_as_text_refuses_long_messages_and_streams(browser, ec
     page.close()
   lines = feedback_fakes.lines(work)
   assert len(lines) == 2 and xss in lines[1]["chosen"]
+
+
+def test_page_says_when_the_request_rate_cap_is_reached(browser, tmp_path):
+  work = tmp_path / "capped"
+  token = next(iter(tokens_lib.add(str(work), 1)))
+  with feedback_fakes.Server(work, ["--models=m1=x,m2=y", "--backend=tests.feedback_fakes:echo",
+                                    "--requests_per_minute=4"]) as srv:
+    page = browser.new_page()
+    try:
+      _open(page, f"{srv.url}/?token={token}")  # 1: the page, 2: its state
+      _send(page, "hello")  # 3: the message, 4: the state after it
+      page.click("#judge button[data-side=A][data-strength=much]")  # 5: over the cap
+      page.wait_for_function("() => document.getElementById('notice').textContent.length > 0",
+                             timeout=30_000)
+      assert page.text_content("#notice").startswith(
+          "Too many requests: at most 4 a minute. Wait ")
+    finally:
+      page.close()
+  assert not os.path.exists(work / store.COMPARISONS)
