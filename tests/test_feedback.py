@@ -328,3 +328,29 @@ def test_summary_intervals_resample_whole_conversations(tmp_path):
   assert by_conv["by_pair"] == {"x vs y": 60, "x vs x": 1} and by_conv["judgments"] == 61
   text = summary.table(by_conv)
   assert "| x | y | 60 | 0.67 |" in text and "intervals over conversations" in text
+
+
+def test_a_reloaded_page_sending_again_replaces_the_turn_in_flight(tmp_path):
+  work = tmp_path / "w"
+  token = next(iter(tokens_lib.add(str(work), 1)))
+  with feedback_fakes.Server(work, ["--models=m1=x,m2=y", "--backend=tests.feedback_fakes:echo"],
+                             env={"FEEDBACK_FAKE_DELAY": "0.1"}) as srv:
+    with httpx.Client(base_url=srv.url, headers={"X-Token": token}, timeout=TIMEOUT) as c, \
+        httpx.Client(base_url=srv.url, headers={"X-Token": token}, timeout=TIMEOUT) as c2:
+      conv = c.get("/api/state").json()["conversation"]
+      with c.stream("POST", "/api/message", json={"conversation": conv, "text": "first"}) as r:
+        old = r.iter_lines()
+        assert [json.loads(next(old))["type"] for _ in range(2)] == ["turn", "delta"]
+        # The page was reloaded mid-stream (no pair to judge yet) and the message sent again.
+        assert c2.get("/api/state").json()["pending"] is None
+        with c2.stream("POST", "/api/message", json={"conversation": conv, "text": "second"}) as r2:
+          new = [json.loads(x) for x in r2.iter_lines() if x]
+        rest = [json.loads(x) for x in old if x]
+      assert new[-1]["type"] == "done" and new[0]["turn"] == 1
+      assert rest[-1] == {"type": "error", "error": "A newer message replaced this one."}
+      s = c.get("/api/state").json()
+      assert s["pending"]["message"] == "second" and "second" in s["pending"]["response_a"]
+      assert c.post("/api/judge", json={"conversation": conv, "turn": 1, "picked": "B",
+                                        "strength": "much"}).status_code == 200
+  (line,) = feedback_fakes.lines(work)
+  assert "first" not in line["chosen"] + line["rejected"]
