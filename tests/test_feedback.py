@@ -68,11 +68,15 @@ def test_every_request_needs_a_valid_token(tmp_path):
 def test_judgments_write_hh_rlhf_lines_chosen_by_task(tmp_path):
   fb, client, (h1, _) = _app(tmp_path, task="alternate")
   s = client.get("/api/state", headers=h1).json()
-  assert s["task"] == "helpful" and "model" not in json.dumps(s["pending"])
+  assert s["task"] == "helpful"
   conv = s["conversation"]
-  r1 = _replies(_turn(client, h1, conv, "How do I  \n\n\nbake bread?"))
+  events = _turn(client, h1, conv, "How do I  \n\n\nbake bread?")
+  r1 = _replies(events)
   assert set(r1) == {"A", "B"} and r1["A"] != r1["B"]
+  # The page never learns which model wrote which reply.
+  assert set().union(*events) <= {"type", "turn", "message", "side", "text"}
   pending = client.get("/api/state", headers=h1).json()["pending"]
+  assert set(pending) == {"turn", "message", "response_a", "response_b"}
   assert (pending["response_a"], pending["response_b"]) == (r1["A"], r1["B"])
   assert pending["message"] == "How do I\nbake bread?"  # no blank line can fake a turn
   s = client.post("/api/judge", json={"conversation": conv, "turn": 1, "picked": "B",
