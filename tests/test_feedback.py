@@ -358,3 +358,29 @@ def test_a_reloaded_page_sending_again_replaces_the_turn_in_flight(tmp_path):
                                         "strength": "much"}).status_code == 200
   (line,) = feedback_fakes.lines(work)
   assert "first" not in line["chosen"] + line["rejected"]
+
+
+def _serve(*args, timeout=120):
+  return subprocess.run([sys.executable, "-m", "hh_jax.feedback", *args], cwd=feedback_fakes.REPO,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_mistakes_on_the_command_line_are_one_line(tmp_path):
+  work = tmp_path / "w"
+  cases = [
+      ([f"--workdir={work}", "--models=a=b"], "has no annotator tokens"),
+      ([f"--workdir={work}", "--models=a=b", "--rs_k=2"], "pass --pm=PM_RUN too"),
+      ([f"--workdir={work}", "--models=a"], "write NAME=RUN_DIR"),
+      ([f"--workdir={work}", "--models=a=b", "--task=nice"], "use one of helpful, red_team"),
+      (["summary", f"--workdir={work}"], "no judgments yet"),
+  ]
+  for args, says in cases:
+    r = _serve(*args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, (args, r.stderr)
+  tokens_lib.add(str(work), 1)
+  r = _serve(f"--workdir={work}", f"--models=a={tmp_path / 'nothing'}")
+  assert r.returncode == 2 and "--models a=" in r.stderr and "no config.json" in r.stderr
+  with feedback_fakes.Server(work, ["--models=m1=x", "--backend=tests.feedback_fakes:echo"]):
+    r = _serve(f"--workdir={work}", "--models=m1=x", "--backend=tests.feedback_fakes:echo",
+               f"--port={feedback_fakes.free_port()}", timeout=30)
+    assert r.returncode == 2 and "another feedback server is serving" in r.stderr

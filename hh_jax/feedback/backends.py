@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import random
 import threading
 from typing import Iterable, Iterator, Protocol, Sequence
@@ -74,6 +75,11 @@ def parse_models(spec: str) -> dict[str, str]:
   return out
 
 
+def _check_run(flag: str, run: str, what: str) -> None:
+  if not os.path.exists(os.path.join(run, "config.json")):
+    raise UserError(f"{flag}: no run there (no config.json); pass the workdir of {what}")
+
+
 def _locked(items: Iterable, lock: threading.Lock) -> Iterator:
   """`items`, each one produced while holding `lock`."""
   it = iter(items)
@@ -97,6 +103,7 @@ class SamplerBackend:
     self.models = list(runs)
     self._loaded = {}
     for name, run in runs.items():
+      _check_run(f"--models {name}={run}", run, "an LM, distill or PPO run")
       cfg, params, tok = params_lib.load_lm(run)
       settings = sampling.Settings(max_new_tokens=max_new_tokens, temperature=temperature,
                                    top_k=top_k, top_p=top_p,
@@ -105,6 +112,7 @@ class SamplerBackend:
       self._loaded[name] = (sampling.Sampler(cfg, params), tok, settings)
     self.scorer = None
     if pm_run:
+      _check_run(f"--pm={pm_run}", pm_run, "a PM run")
       from hh_jax.rl import reward  # pylint: disable=g-import-not-at-top
       self.scorer = reward.PMScorer.from_workdir(pm_run, batch_size=8)
 
