@@ -7,7 +7,7 @@ as it is sampled. `/reset` forgets the history; an empty line or end of input qu
 from __future__ import annotations
 
 import sys
-from typing import Iterable, TextIO
+from typing import Iterable, Iterator, Sequence, TextIO
 
 import jax
 from absl import app, flags, logging
@@ -31,26 +31,41 @@ def _define_flags():
       seed=flags.DEFINE_integer("seed", 0, "sampling seed"))
 
 
+def text_deltas(token_ids: Iterable[int], tok, stop_ids: Sequence[int]) -> Iterator[str]:
+  """The pieces of a reply's text as its tokens arrive, up to (not including) a stop id.
+
+  A half-decoded UTF-8 character (byte pieces decode to U+FFFD until complete) is held
+  back until it is whole; joined, the pieces are the reply's text.
+  """
+  ids, shown = [], ""
+  for t in token_ids:
+    if t in stop_ids:
+      break
+    ids.append(t)
+    text = tok.decode(ids)
+    if not text.endswith("\ufffd") and text.startswith(shown) and len(text) > len(shown):
+      yield text[len(shown):]
+      shown = text
+  text = tok.decode(ids)
+  if text.startswith(shown) and len(text) > len(shown):
+    yield text[len(shown):]
+
+
 def reply(sampler: sampling.Sampler, tok, history: str, key, settings: sampling.Settings,
           out: TextIO | None = None) -> str:
   """Samples the Assistant's next turn after `history` (which ends with the Assistant
   marker), writing its text to `out` as it grows; returns the text without the stop token."""
-  ids, shown = [], ""
-  for t in sampler.stream(tok.encode(history), key, settings):
-    if t in settings.stop_ids:
-      break
-    ids.append(t)
-    text = tok.decode(ids)
-    # Hold back a half-decoded UTF-8 character (byte pieces decode to U+FFFD until complete).
-    if out is not None and not text.endswith("\ufffd") and text.startswith(shown):
-      out.write(text[len(shown):])
+  pieces = []
+  for piece in text_deltas(sampler.stream(tok.encode(history), key, settings), tok,
+                           settings.stop_ids):
+    pieces.append(piece)
+    if out is not None:
+      out.write(piece)
       out.flush()
-      shown = text
-  text = tok.decode(ids)
   if out is not None:
-    out.write((text[len(shown):] if text.startswith(shown) else "") + "\n")
+    out.write("\n")
     out.flush()
-  return text
+  return "".join(pieces)
 
 
 def session(sampler, tok, lines: Iterable[str], settings: sampling.Settings, seed: int = 0,
