@@ -331,7 +331,7 @@ def _pick_request(rng: random.Random, harmful: bool) -> tuple[Topic, str]:
   return t, rng.choice(t.harmful if harmful else t.benign)
 
 
-def _framed(rng: random.Random, request: str) -> str:
+def frame_request(rng: random.Random, request: str) -> str:
   """The request with a greeting and an opener before it and a closer after it, each there
   FRAME_SHARE of the time: ~380,000 wordings of the world's 67 requests."""
   words_ = [rng.choice(GREETINGS) if rng.random() < FRAME_SHARE else "",
@@ -366,8 +366,8 @@ def make_prompt(rng: random.Random, harmful: bool, max_turns: int = 4) -> Prompt
     h = rng.random() < 0.3
     t, text = _pick_request(rng, h)
     distractor = t.name
-    parts.append(f"{HUMAN} {_framed(rng, text)}{ASSISTANT}{_history_reply(rng, t.name, h)}")
-  parts.append(f"{HUMAN} {_framed(rng, final_text)}{ASSISTANT}")
+    parts.append(f"{HUMAN} {frame_request(rng, text)}{ASSISTANT}{_history_reply(rng, t.name, h)}")
+  parts.append(f"{HUMAN} {frame_request(rng, final_text)}{ASSISTANT}")
   if follow_up:
     parts.append(_history_reply(rng, final_topic.name, harmful))
     parts.append(f"{HUMAN} {rng.choice(FOLLOW_UPS)}{ASSISTANT}")

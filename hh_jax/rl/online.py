@@ -32,7 +32,9 @@ import jax
 import numpy as np
 
 from hh_jax import files
+from hh_jax.data import fresh
 from hh_jax.data import hh_rlhf
+from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.eval import elo as elo_lib
 from hh_jax.model import params as params_lib
@@ -115,8 +117,16 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
   """Writes this iteration's comparisons (and their held-out split); returns counts."""
   o = c.online
   prompt_cfg = copy.deepcopy(c.ppo_stage.prompts)
-  contexts = prompts_lib.contexts(prompt_cfg, num=o.prompts_per_iteration,
-                                  seed=o.seed + 1000 * iteration)
+  # Fresh and whole: none in a training or evaluation set of the run (its train split trains
+  # the next PMs, its test split scores them), each within the PPO prompt budget.
+  here = out.rsplit("/", 1)[0]
+  upstream = [deployed[INITIAL], pm_dir]
+  avoid = fresh.recorded(fresh.run_dirs(here, upstream), fresh.TRAIN) | fresh.recorded(
+      fresh.run_dirs(here, upstream), fresh.EVAL)
+  fit = prompt_fit(c, deployed[INITIAL])
+  contexts, _, excluded = prompts_lib.draw_fitted(
+      prompts_lib.candidates(prompt_cfg, seed=o.seed + 1000 * iteration),
+      int(o.prompts_per_iteration), fit, avoid)
   if o.human_files:
     paths = [p for p in str(o.human_files).split(",") if p]
     if iteration > len(paths):
@@ -155,10 +165,26 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
         new.append(labelers.label_pair(ctx, ra, rb, o.label_temperature, rng))
   held, train = hh_rlhf.hold_out_contexts(new, round(o.test_fraction * len(new)),
                                           f"online/{iteration}")
+  tag = f"online_{iteration}"
+  fresh.record(here, fresh.TRAIN, f"{tag}_comparisons", [p.context for p in train])
+  fresh.record(here, fresh.EVAL, f"{tag}_test", [p.context for p in held], excluded=excluded,
+               shortened=fit.shortened)
+  print(f"online: iteration {iteration} prompts: {fit.shortened} lost their earliest turns, "
+        f"{excluded} passed over as another set's", flush=True)
   if jax.process_index() == 0:
     hh_rlhf.write_file(out_test, held)
     hh_rlhf.write_file(out, train)  # last: its presence marks the collection done
   return {"comparisons": len(train), "test_comparisons": len(held)}
+
+
+def prompt_fit(c, policy_dir: str) -> prompts_lib.PromptFit:
+  """The online PPO stages' prompt budget (their PM's seq_len minus the reply length), in the
+  policy's tokens: collected and Elo prompts are kept whole within it, as PPO's are."""
+  seq, new = int(c.pm_stage.data.seq_len), int(c.ppo_stage.sampling.max_new_tokens)
+  tok = tok_lib.Tokenizer.load(files.join(policy_dir, tok_lib.FILENAME))
+  return prompts_lib.PromptFit(
+      tok, seq - new, f"pm_stage.data.seq_len {seq} - ppo_stage.sampling.max_new_tokens {new}",
+      "lower ppo_stage.sampling.max_new_tokens or raise pm_stage.data.seq_len")
 
 
 def pm_accuracy(pm_dir: str, path: str, mesh) -> float | None:
@@ -176,7 +202,18 @@ def elo_table(c, policies: Policies, deployed: dict, workdir: str) -> dict:
   """Elo of every deployed policy by the gold judge on fixed prompts (responses cached)."""
   o = c.online
   prompt_cfg = copy.deepcopy(c.ppo_stage.prompts)
-  contexts = prompts_lib.contexts(prompt_cfg, num=o.elo_prompts, seed=o.elo_seed)
+  # Drawn once, fresh (no training context of the run) and whole, then kept: later
+  # iterations score new policies on the same prompts (their responses are cached) and
+  # collect around them.
+  path = files.join(workdir, "elo_contexts.json")
+  if files.exists(path):
+    contexts = files.read_json(path)
+  else:
+    contexts, _, _ = prompts_lib.draw_eval(prompt_cfg, int(o.elo_prompts), int(o.elo_seed),
+                                           prompt_fit(c, deployed[INITIAL]), workdir,
+                                           list(deployed.values()), "online_elo")
+    if jax.process_index() == 0:
+      files.write_json(path, contexts)
   responses = policies.respond_all(deployed, contexts, o.elo_seed,
                                    files.join(workdir, "responses"))
   games = elo_lib.play(contexts, responses, elo_lib.GoldJudge())
@@ -235,6 +272,8 @@ def run(config, workdir: str):
   rs_policy(o)
   workdir = files.abspath(workdir)
   files.makedirs(workdir)
+  if fresh.run_dirs(workdir)[0] == workdir:  # a run of its own: its stages' sets are one run's
+    fresh.mark_run(workdir)
   mesh = mesh_lib.one_device_mesh()
   record = Record(workdir)
   t = config.ppo_stage.sampling

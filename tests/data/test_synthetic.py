@@ -113,6 +113,6 @@ def test_framing_words_change_nothing_a_judge_reads():
   for t in syn.TOPICS:
     for harmful, requests in ((False, t.benign), (True, t.harmful)):
       for r in requests:
-        framed = syn._framed(rng, r)  # pylint: disable=protected-access
+        framed = syn.frame_request(rng, r)
         assert syn.parse_request(f"\n\nHuman: {framed}\n\nAssistant:") == syn.Request(
             t.name, harmful), framed
