@@ -17,6 +17,9 @@ Each iteration i, in `WORKDIR/iter_<i>/`:
   4. one entry appended to `online_record.json`: comparisons added, the new PM's accuracy
      on its own and every earlier test split, the PPO result, and the Elo of every policy
      so far (gold judge, bootstrap intervals) on fixed evaluation prompts.
+Every prompt set is kept apart from the run's other kind (`hh_jax.data.fresh`): the
+collected prompts from every training and evaluation set so far, the Elo prompts from
+every training set; prompts are kept whole within the PPO budget (`prompt_fit`).
 Sub-stages run through `hh_jax.stages.run`, so each resumes itself; the record is the marker
 that an iteration is finished, and files are written whole (write, then rename), so a killed
 loop rerun with the same command continues in the stage it was in.

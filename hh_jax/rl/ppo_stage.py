@@ -11,8 +11,10 @@ they read an LM one. The value params, both optimizer states, the KL controller,
 and the prompt position are in the same checkpoint: a rerun resumes where it stopped and
 draws the same samples an uninterrupted run would have.
 
-At the end, `ppo_eval.json` compares the initial and final policies on fresh prompts
-(a seed never trained on) and `hh_jax.eval.kl_reward` draws the paper's plots.
+Prompts are kept whole within the budget the PM reads (its seq_len minus the reply
+length: `prompts.PromptFit`). At the end, `ppo_eval.json` compares the initial and final
+policies on fresh prompts (none in a training set of the run: `hh_jax.data.fresh`) and
+`hh_jax.eval.kl_reward` draws the paper's plots.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from hh_jax import checkpoint as ckpt_lib
 from hh_jax import files
 from hh_jax import metrics as metrics_lib
 from hh_jax import preemption
-from hh_jax.data import fresh
+from hh_jax.data import fresh as fresh_lib
 from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import Preempted, UserError
 from hh_jax.model import params as params_lib
@@ -299,8 +301,10 @@ def build_prompts(config, setup, workdir: str | None = None
   """The prompt pool (texts kept whole within the prompt budget, and their token ids), plus
   few-shot LM-written prompts if asked. With `workdir`: the pool avoids every evaluation
   set recorded in the run and is recorded as its training set (`hh_jax.data.fresh`)."""
-  avoid = fresh.recorded(fresh.run_dirs(workdir, fresh.upstream(config)), fresh.EVAL) if (
-      workdir) else set()
+  avoid = set()
+  if workdir:
+    avoid = fresh_lib.recorded(fresh_lib.run_dirs(workdir, fresh_lib.upstream(config)),
+                               fresh_lib.EVAL)
   num = int(config.prompts.num) or (None if config.prompts.source == "hh_rlhf" else 0)
   texts, ids, excluded = prompts_lib.draw_fitted(prompts_lib.candidates(config.prompts), num,
                                                  setup.fit, avoid)
@@ -316,8 +320,8 @@ def build_prompts(config, setup, workdir: str | None = None
   print(f"ppo: prompt pool {len(texts)}, budget {setup.P} tokens; {shortened} lost their "
         f"earliest turns, {excluded} passed over as evaluation contexts", flush=True)
   if workdir:
-    fresh.record(workdir, fresh.TRAIN, "ppo_prompts", texts, shortened=shortened,
-                 excluded=excluded)
+    fresh_lib.record(workdir, fresh_lib.TRAIN, "ppo_prompts", texts, shortened=shortened,
+                     excluded=excluded)
   return texts, ids
 
 
