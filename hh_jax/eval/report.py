@@ -16,8 +16,8 @@ import math
 import numpy as np
 
 from hh_jax import files
-from hh_jax.data import fresh
 from hh_jax import metrics as metrics_lib
+from hh_jax.data import fresh
 from hh_jax.data import synthetic
 from hh_jax.eval import capabilities
 from hh_jax.eval import elo as elo_lib
@@ -260,6 +260,10 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
     md += [_md_table(rows, ["iteration", "comparisons", "pm_acc_own", "pm_acc_first",
                             "gold_final", "elo", "elo_interval"]), ""]
   md += ["## Elo (gold judge, fresh prompts)", "", elo_lib.table(rep), "", "![elo](elo.png)", ""]
+  if rep["pm_slope"] is not None:
+    md += [f"The fit regresses each model's Elo on its mean raw score under `{slope_pm}`; the "
+           "paper's ≈ 174 is 400 / ln 10, a PM whose score differences are calibrated log-odds "
+           "read as Elo.", ""]
   md += ["## Evaluation sets", "",
          "Every set of prompts an evaluation of this run scored, drawn apart from every "
          "training context the run recorded (`train_contexts.json` of each stage: the PM "
@@ -267,10 +271,6 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
          "normalised text; *excluded*: candidates passed over because a training set held "
          "them; *shortened*: prompts that lost their earliest turns to the prompt budget.", "",
          eval_sets_md(workdir), ""]
-  if rep["pm_slope"] is not None:
-    md += [f"The fit regresses each model's Elo on its mean raw score under `{slope_pm}`; the "
-           "paper's ≈ 174 is 400 / ln 10, a PM whose score differences are calibrated log-odds "
-           "read as Elo.", ""]
   md += ["## Train PM vs test PMs", "",
          "Each model's mean score under each PM minus the initial policy's, in units of "
          "that PM's reward std; in bold the PM the policy was trained against (an "

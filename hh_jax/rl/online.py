@@ -168,7 +168,7 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
         new.append(labelers.label_pair(ctx, ra, rb, o.label_temperature, rng))
   held, train = hh_rlhf.hold_out_contexts(new, round(o.test_fraction * len(new)),
                                           f"online/{iteration}")
-  tag = f"online_{iteration}"
+  tag = f"online_{iteration}"  # excluded and shortened: of the whole collection
   fresh.record(here, fresh.TRAIN, f"{tag}_comparisons", [p.context for p in train])
   fresh.record(here, fresh.EVAL, f"{tag}_test", [p.context for p in held], excluded=excluded,
                shortened=fit.shortened)
