@@ -111,3 +111,11 @@ def test_the_capability_probe_draws_around_training_contexts():
   again, passed = cap.synthetic_probe(30, seed=2, avoid=avoid)
   assert passed >= 1 and len(again) == 30  # the first draw, at least, is passed over
   assert not avoid & {fresh.digest(cap.item_prompt(it)) for it in again}
+
+
+def test_a_draw_reads_no_candidate_past_its_n():
+  def stream():
+    yield from ("a", "b")
+    raise AssertionError("read past n")
+  assert fresh.draw(stream(), 2, set()) == (["a", "b"], 0)
+  assert fresh.draw(stream(), 0, set()) == ([], 0)

@@ -144,15 +144,17 @@ def draw(candidates: Iterable, n: int | None, avoid: set[str], text=lambda c: c
   """(the first `n` candidates whose `text` is in no set of `avoid` and not already kept,
   how many were passed over because `avoid` held them). n None: every candidate."""
   kept, seen, excluded = [], set(), 0
-  for c in candidates:
-    if n is not None and len(kept) >= n:
-      break
+  if n is not None and n <= 0:
+    return kept, excluded
+  for c in candidates:  # read no further than needed: a candidate may be costly to make
     d = digest(text(c))
     if d in avoid:
       excluded += 1
     elif d not in seen:
       seen.add(d)
       kept.append(c)
+      if n is not None and len(kept) >= n:
+        break
   return kept, excluded
 
 
