@@ -119,3 +119,14 @@ def test_a_draw_reads_no_candidate_past_its_n():
     raise AssertionError("read past n")
   assert fresh.draw(stream(), 2, set()) == (["a", "b"], 0)
   assert fresh.draw(stream(), 0, set()) == ([], 0)
+
+
+def test_a_stage_rerun_is_not_kept_from_what_it_drew_itself(tmp_path):
+  """A stage killed after recording its sets draws the same prompts when rerun."""
+  root, stage = str(tmp_path), str(tmp_path / "iter_1")
+  fresh.mark_run(root)
+  fresh.record(stage, fresh.EVAL, "online_1_test", ["x"])
+  fresh.record(str(tmp_path / "iter_1" / "ppo"), fresh.EVAL, "ppo_eval", ["y"])
+  dirs = fresh.run_dirs(stage)
+  assert fresh.recorded(dirs, fresh.EVAL) == {fresh.digest("x"), fresh.digest("y")}
+  assert fresh.recorded(dirs, fresh.EVAL, own=stage) == {fresh.digest("y")}

@@ -134,9 +134,12 @@ def read_sets(dirs: Iterable[str], kind: str) -> dict[str, dict]:
   return out
 
 
-def recorded(dirs: Iterable[str], kind: str) -> set[str]:
-  """The digests of every set of `kind` recorded under `dirs`."""
-  return {x for e in read_sets(dirs, kind).values() for x in e["digests"]}
+def recorded(dirs: Iterable[str], kind: str, own: str | None = None) -> set[str]:
+  """The digests of every set of `kind` recorded under `dirs`, less those in the file of
+  directory `own` (a stage's own workdir: a resumed stage draws what it drew before)."""
+  skip = files.join(files.abspath(own), FILES[kind]) if own else None
+  return {x for key, e in read_sets(dirs, kind).items() if key.rsplit(":", 1)[0] != skip
+          for x in e["digests"]}
 
 
 def draw(candidates: Iterable, n: int | None, avoid: set[str], text=lambda c: c

@@ -124,8 +124,8 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
   # the next PMs, its test split scores them), each within the PPO prompt budget.
   here = out.rsplit("/", 1)[0]
   upstream = [deployed[INITIAL], pm_dir]
-  avoid = fresh.recorded(fresh.run_dirs(here, upstream), fresh.TRAIN) | fresh.recorded(
-      fresh.run_dirs(here, upstream), fresh.EVAL)
+  dirs = fresh.run_dirs(here, upstream)  # a rerun after a kill draws what it drew before
+  avoid = fresh.recorded(dirs, fresh.TRAIN, own=here) | fresh.recorded(dirs, fresh.EVAL, own=here)
   fit = prompt_fit(c, deployed[INITIAL])
   contexts, _, excluded = prompts_lib.draw_fitted(
       prompts_lib.candidates(prompt_cfg, seed=o.seed + 1000 * iteration),

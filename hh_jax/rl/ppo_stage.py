@@ -304,7 +304,7 @@ def build_prompts(config, setup, workdir: str | None = None
   avoid = set()
   if workdir:
     avoid = fresh_lib.recorded(fresh_lib.run_dirs(workdir, fresh_lib.upstream(config)),
-                               fresh_lib.EVAL)
+                               fresh_lib.EVAL, own=workdir)
   num = int(config.prompts.num) or (None if config.prompts.source == "hh_rlhf" else 0)
   texts, ids, excluded = prompts_lib.draw_fitted(prompts_lib.candidates(config.prompts), num,
                                                  setup.fit, avoid)

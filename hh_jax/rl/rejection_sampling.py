@@ -164,8 +164,8 @@ def keep_whole(config, contexts, tok, model_cfg, scorer, workdir) -> tuple[list[
       int(model_cfg.max_len), "the policy's model.max_len")
   fit = prompts_lib.PromptFit(tok, seq - new, f"{what} {seq} - sampling.max_new_tokens {new}",
                               "lower sampling.max_new_tokens")
-  avoid = fresh.recorded(fresh.run_dirs(workdir, fresh.upstream(config)),
-                         fresh.EVAL)
+  avoid = fresh.recorded(fresh.run_dirs(workdir, fresh.upstream(config)), fresh.EVAL,
+                         own=workdir)
   texts, _, excluded = prompts_lib.draw_fitted(contexts, None, fit, avoid)
   counts = {"shortened": fit.shortened, "excluded": excluded}
   fresh.record(workdir, fresh.TRAIN, "rs_prompts", texts, **counts)
