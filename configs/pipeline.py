@@ -78,7 +78,11 @@ def get_config(arg=None):
     c.online.ppo_stage.prompts.source = "hh_rlhf"
     c.rs.data.source = "hh_rlhf"
   if a["runlocal"]:
-    c.distill.data.seq_len = 12  # the HHH prompt (~114 tokens at vocab 512) + this fits max_len 128
+    c.distill.data.seq_len = 8  # the HHH prompt (~118 tokens at vocab 512) + this fits max_len 128
+    # PPO's prompt budget is the PM's seq_len minus the reply's 8 tokens: 88 holds the
+    # longest synthetic request turn (~70 tokens at vocab 512) whole.
+    for pm in (c.pm, c.online.pm_stage):
+      pm.data.seq_len = 96
     for ppo in (c.ppo, c.online.ppo_stage):  # the main PPO stage and each online one
       ppo.train.total_steps = 2
       ppo.eval.num_prompts = 8

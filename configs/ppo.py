@@ -30,7 +30,8 @@ def get_config(arg=None):
   c.prompts.num = 4096 if small else 100_000  # prompt pool; 0 = every context in the files
   c.prompts.seed = 11  # a pool the LM and PM corpora did not draw
   c.prompts.mixture = "mixed"
-  c.prompts.prompt_len = 64 if small else 256  # left-padded to this; longer ones lose their start
+  # No prompt length here: the budget is the PM's data.seq_len minus sampling.max_new_tokens
+  # (a longer context loses whole turns from the front, keeping its last Human turn).
   # > 0: that many extra prompts written by the initial LM from few-shot prefixes of
   # fewshot_k pool requests (the paper's way of growing the prompt set).
   c.prompts.fewshot_extra = 0
@@ -70,7 +71,6 @@ def get_config(arg=None):
 
   if a["runlocal"]:
     c.prompts.num = 64
-    c.prompts.prompt_len = 24
     c.sampling.max_new_tokens = 8
     c.ppo.batch_size = 16  # two minibatches of 8: one row per device on 8 test devices
     c.ppo.epochs = 1

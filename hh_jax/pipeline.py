@@ -15,6 +15,7 @@ import json
 import time
 
 from hh_jax import files
+from hh_jax.data import fresh
 
 ORDER = ("lm", "pmp", "pm", "rs", "distill", "ppo", "online")
 DONE = ".done"
@@ -65,6 +66,7 @@ def run(config, workdir: str):
   from hh_jax.eval import report as report_lib  # pylint: disable=g-import-not-at-top
   workdir = files.abspath(workdir)
   files.makedirs(workdir)
+  fresh.mark_run(workdir)  # its stages keep evaluation and training contexts apart
   use_compile_cache(config.get("compile_cache", "auto"), workdir)
   timings_path = files.join(workdir, "timings.json")
   timings = files.read_json(timings_path) if files.exists(timings_path) else {}

@@ -21,6 +21,6 @@ def train_lm_and_pm(root, max_len: int | None = None):
   c.init.workdir = dirs["lm"]
   if max_len:
     c.model.max_len = max_len
-  c.data.seq_len = 64
+  c.data.seq_len = 96  # PPO's prompt budget: 96 - 8 new tokens
   stages.run(c, dirs["pm"])
   return dirs

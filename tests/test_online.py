@@ -26,7 +26,7 @@ def runs(tmp_path_factory):
 def _config(dirs):
   c = online_config.get_config(
       f"size=test,init={dirs['lm']},pm={dirs['pm']},lm={dirs['lm']},runlocal=True")
-  c.pm_stage.data.seq_len = 64
+  c.pm_stage.data.seq_len = 96  # PPO's prompt budget: 96 - 8 new tokens
   c.ppo_stage.train.total_steps = 2
   c.ppo_stage.eval.num_prompts = 8
   c.ppo_stage.eval.bon_n = 2

@@ -17,11 +17,30 @@ from tests import procs
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Every prompt set of the run draws from one prompt stream (seed 1500: the online loop's
+# first collection, online.seed + 1000): the PPO pools and every evaluation. Without the
+# exclusion of data/fresh.py they would overlap wholesale, so the disjointness test below
+# can fail.
+SAME_STREAM = {f"{stage}.{field}": 1500 for stage in ("ppo", "online.ppo_stage")
+               for field in ("prompts.seed", "eval.seed")}
+SAME_STREAM.update({"report.elo_seed": 1500, "online.online.elo_seed": 1500})
+
+
+def _config():
+  c = pipeline_config.get_config("tiny,size=test,runlocal=True,iterations=1")
+  for key, value in SAME_STREAM.items():
+    *path, last = key.split(".")
+    node = c
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return c
+
+
 @pytest.fixture(scope="module")
 def piped(tmp_path_factory):
   work = str(tmp_path_factory.mktemp("pipe") / "run")
-  c = pipeline_config.get_config("tiny,size=test,runlocal=True,iterations=1")
-  return work, main.run(c, work)
+  return work, main.run(_config(), work)
 
 
 def test_every_stage_ran_and_the_report_is_written(piped):
@@ -45,7 +64,8 @@ def test_every_stage_ran_and_the_report_is_written(piped):
   text = open(os.path.join(work, "report.md")).read()
   for heading in ("## Loss curves", "## Preference model", "## PPO", "## Online iterations",
                   "## Elo", "## Train PM vs test PMs", "## Helpfulness vs harmlessness",
-                  "## Alignment tax", "### Head-to-head", "| ppo vs initial |"):
+                  "## Alignment tax", "### Head-to-head", "| ppo vs initial |",
+                  "## Evaluation sets"):
     assert heading in text
   assert os.path.getsize(os.path.join(work, "curves.png")) > 1000
   # The stages chained checkpoint to checkpoint.
@@ -54,6 +74,65 @@ def test_every_stage_ran_and_the_report_is_written(piped):
   assert cfg["init"]["workdir"] == os.path.join(work, "distill")
   assert cfg["pm"]["workdir"] == os.path.join(work, "pm")
   assert set(rep["helpful_harmless"][0]) >= {"helpful_benign", "harmless_harmful", "gold"}
+
+
+def _recorded(work, filename):
+  """{"<dir relative to the run>/<set>": entry} of every `filename` the run wrote."""
+  out = {}
+  for here, _, names in os.walk(work):
+    if filename in names:
+      with open(os.path.join(here, filename)) as f:
+        for name, entry in json.load(f).items():
+          out[f"{os.path.relpath(here, work)}/{name}"] = entry
+  return out
+
+
+def _digests(contexts):
+  from hh_jax.data import fresh  # pylint: disable=g-import-not-at-top
+  return {fresh.digest(c) for c in contexts}
+
+
+def test_no_evaluation_prompt_is_in_a_training_set_of_the_run(piped):
+  """Read back from the run's own files: every evaluation set against every training set."""
+  from hh_jax.data import hh_rlhf  # pylint: disable=g-import-not-at-top
+  work, _ = piped
+  train, evals = _recorded(work, "train_contexts.json"), _recorded(work, "eval_contexts.json")
+  assert set(train) == {"pmp/pmp_comparisons", "pm/pm_comparisons", "rs/rs_prompts",
+                        "ppo/ppo_prompts", "online/iter_1/online_1_comparisons",
+                        "online/iter_1/pm/pm_comparisons", "online/iter_1/ppo/ppo_prompts"}
+  assert set(evals) == {"ppo/ppo_eval", "online/iter_1/ppo/ppo_eval", "online/iter_1/online_1_test",
+                        "online/online_elo", "./report_elo", "./report_capability_items"}
+  trained = set().union(*(set(e["digests"]) for e in train.values()))
+  for name, e in evals.items():
+    assert e["size"] == len(e["digests"]) > 0, name
+    assert isinstance(e["excluded"], int) and e["excluded"] >= 0, name
+    assert not trained & set(e["digests"]), name
+  # Drawn from the PPO pool's own stream, each evaluation passed over the pool's prompts.
+  for name in ("ppo/ppo_eval", "./report_elo", "online/online_elo"):
+    assert evals[name]["excluded"] > 0, name
+  # The recorded digests are those of the texts the stages used.
+  read = lambda path: hh_rlhf.read_file(os.path.join(work, path))[0]  # noqa: E731
+  assert _digests(p.context for p in read("online/iter_1/comparisons_test.jsonl")) == set(
+      evals["online/iter_1/online_1_test"]["digests"])
+  assert _digests(p.context for p in read("online/iter_1/comparisons.jsonl")) == set(
+      train["online/iter_1/online_1_comparisons"]["digests"])
+  with open(os.path.join(work, "rs", "rs_best.jsonl")) as f:
+    assert _digests(json.loads(line)["context"] for line in f) == set(
+        train["rs/rs_prompts"]["digests"])
+  with open(os.path.join(work, "online", "elo_contexts.json")) as f:
+    assert _digests(json.load(f)) == set(evals["online/online_elo"]["digests"])
+  # Prompts kept whole: the budget is the PM's seq_len minus the reply; turns lost, counted.
+  with open(os.path.join(work, "ppo", "ppo_eval.json")) as f:
+    counts = json.load(f)["prompts"]
+  assert counts["budget"] == 96 - 8 and counts["pool"] == 64
+  assert counts["pool_shortened"] > 0 and counts["eval_shortened"] >= 0
+  assert counts["pool_shortened"] == train["ppo/ppo_prompts"]["shortened"]
+  text = open(os.path.join(work, "report.md")).read()
+  section = text.split("## Evaluation sets")[1].split("\n## ")[0]
+  rows = {r.split("|")[1].strip(): r.split("|")[1:-1] for r in section.splitlines()
+          if r.startswith("| ") and not r.startswith("| set ") and "---" not in r}
+  assert set(rows) == {name.rsplit("/", 1)[1] for name in evals}
+  assert all(cells[-1].strip() == "0" for cells in rows.values())  # in_training
 
 
 def test_pm_table_marks_the_train_pm_and_subtracts_the_initial_policy():
@@ -73,8 +152,7 @@ def test_pm_table_marks_the_train_pm_and_subtracts_the_initial_policy():
 
 def test_rerun_skips_finished_stages(piped, capsys):
   work, _ = piped
-  c = pipeline_config.get_config("tiny,size=test,runlocal=True,iterations=1")
-  main.run(c, work)
+  main.run(_config(), work)
   out = capsys.readouterr().out
   assert out.count("done earlier") == len(pipeline.ORDER)
 
@@ -82,7 +160,7 @@ def test_rerun_skips_finished_stages(piped, capsys):
 def _cli(work):
   return [sys.executable, "-m", "hh_jax.main",
           "--config=configs/pipeline.py:tiny,size=test,runlocal=True,iterations=1",
-          f"--workdir={work}"]
+          f"--workdir={work}"] + [f"--config.{k}={v}" for k, v in SAME_STREAM.items()]
 
 
 def _outcome(work):

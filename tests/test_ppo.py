@@ -348,6 +348,9 @@ def test_stage_runs_and_policy_loads_like_an_lm(runs):
             "sqrt_kl_r2"):
     assert k in result, k
   assert result["num_prompts"] == 16 and result["kl_initial"] == 0.0
+  # Prompts kept whole within the PM's seq_len (96) minus the reply (8); turns lost, counted.
+  assert result["prompts"]["budget"] == 88 and result["prompts"]["pool"] == 64
+  assert result["prompts"]["pool_shortened"] > 0
   with open(os.path.join(work, "ppo_eval.json")) as f:
     assert json.load(f)["gold_final"] == result["gold_final"]
   for png in ("pm_vs_sqrt_kl.png", "gold_vs_sqrt_kl.png"):
@@ -389,6 +392,11 @@ def test_user_errors(runs, tmp_path):
   c.ppo.value = "both"
   with pytest.raises(UserError, match="ppo.value"):
     main.run(c, str(tmp_path / "d"))
+  c = _ppo(dirs)
+  c.sampling.max_new_tokens = 90  # a prompt budget of 96 - 90 = 6 tokens: no request fits
+  with pytest.raises(UserError, match=r"last Human turn alone is \d+ tokens, over the prompt "
+                     r"budget of 6 \(the PM's data.seq_len 96 - sampling.max_new_tokens 90\)"):
+    main.run(c, str(tmp_path / "e"))
 
 
 def _cli_args(dirs, work, steps):

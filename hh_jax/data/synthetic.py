@@ -28,9 +28,10 @@ space, so `context + response` is the full transcript, as in the published files
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import re
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.errors import UserError
@@ -169,6 +170,23 @@ HARM_MARKERS = frozenset({
     "neighbor's", "steal", "hurt", "poison", "secretly", "hack", "ex's", "without",
     "revenge", "fake", "spike", "humiliate", "attack", "shoplift", "sick", "break",
     "girlfriend's", "caught", "kill", "stranger's"})
+
+# Words around a request that change nothing a judge reads (no cue, harm marker or detail
+# word: tests/data/test_synthetic.py checks), so one request has many distinct wordings and
+# evaluation prompts can be drawn that no training set holds (`docs/data.md`).
+GREETINGS = ("Hi.", "Hello.", "Hey there.", "Good morning.", "Good evening.", "Hi again.",
+             "Hey.", "Hello there.", "Morning.", "Greetings.")
+OPENERS = ("Quick question.", "Sorry to ask.", "I need advice.", "Be honest.", "Okay, so.",
+           "I am new here.", "So, um.", "Weird question.", "It is late here.", "Real quick.",
+           "Asking for myself.", "Bear with me.", "I wonder.", "Here goes.", "Please help.",
+           "One question.", "Be quick please.", "I am curious.", "Tell me straight.",
+           "Just wondering.")
+CLOSERS = ("Thanks!", "Thank you.", "Any ideas?", "Thanks in advance.", "Please explain.",
+           "Any tips?", "What do you think?", "Be brief.", "Step by step.", "I am nervous.",
+           "It is urgent.", "Keep it simple.", "Keep it short.", "I must know.", "No rush.",
+           "Thanks a lot.", "Much appreciated.", "I trust you.", "Help me out.", "Any advice?",
+           "Please answer.", "I am all ears.", "Cheers.", "Go ahead.")
+FRAME_SHARE = 0.8  # how often each of greeting, opener and closer frames a request turn
 
 FOLLOW_UPS = ("Can you tell me more?", "What else should I know?",
               "Okay, and then what?", "Can you explain that in more detail?")
@@ -313,6 +331,15 @@ def _pick_request(rng: random.Random, harmful: bool) -> tuple[Topic, str]:
   return t, rng.choice(t.harmful if harmful else t.benign)
 
 
+def frame_request(rng: random.Random, request: str) -> str:
+  """The request with a greeting and an opener before it and a closer after it, each there
+  FRAME_SHARE of the time: ~380,000 wordings of the world's 67 requests."""
+  words_ = [rng.choice(GREETINGS) if rng.random() < FRAME_SHARE else "",
+            rng.choice(OPENERS) if rng.random() < FRAME_SHARE else "", request,
+            rng.choice(CLOSERS) if rng.random() < FRAME_SHARE else ""]
+  return " ".join(w for w in words_ if w)
+
+
 def _history_reply(rng: random.Random, topic: str, harmful: bool) -> str:
   if harmful:
     style = rng.choice(("refuse_alt", "refuse", "comply"))
@@ -339,8 +366,8 @@ def make_prompt(rng: random.Random, harmful: bool, max_turns: int = 4) -> Prompt
     h = rng.random() < 0.3
     t, text = _pick_request(rng, h)
     distractor = t.name
-    parts.append(f"{HUMAN} {text}{ASSISTANT}{_history_reply(rng, t.name, h)}")
-  parts.append(f"{HUMAN} {final_text}{ASSISTANT}")
+    parts.append(f"{HUMAN} {frame_request(rng, text)}{ASSISTANT}{_history_reply(rng, t.name, h)}")
+  parts.append(f"{HUMAN} {frame_request(rng, final_text)}{ASSISTANT}")
   if follow_up:
     parts.append(_history_reply(rng, final_topic.name, harmful))
     parts.append(f"{HUMAN} {rng.choice(FOLLOW_UPS)}{ASSISTANT}")
@@ -360,11 +387,34 @@ def _harmful_for(rng: random.Random, mixture: str, harmful_share: float) -> bool
   raise UserError(f"unknown mixture {mixture!r}; use one of {MIXTURES}")
 
 
+MAX_REDRAWS = 10_000  # repeats in a row before a prompt stream gives up: the world is spent
+
+
+def prompt_stream(seed: int, mixture: str = "mixed", harmful_share: float = 0.5
+                  ) -> Iterator[Prompt]:
+  """Distinct contexts, endlessly, in a seeded order: a drawn context that came before is
+  drawn again (without replacement), so a stream never repeats itself; same seed, same
+  stream. Evaluations that must avoid training contexts read on past their N
+  (`hh_jax.data.fresh`)."""
+  rng = random.Random(f"prompts/{seed}")
+  seen: set[str] = set()
+  while True:
+    for _ in range(MAX_REDRAWS):
+      p = make_prompt(rng, _harmful_for(rng, mixture, harmful_share))
+      if p.context not in seen:
+        break
+    else:
+      raise UserError(f"the synthetic world has no new {mixture} context after {len(seen)}; "
+                      "draw fewer prompts")
+    seen.add(p.context)
+    yield p
+
+
 def prompts(num: int, seed: int, mixture: str = "mixed", harmful_share: float = 0.5
             ) -> list[Prompt]:
-  """Contexts for sampling a policy (RL, rejection sampling): same seed, same prompts."""
-  rng = random.Random(f"prompts/{seed}")
-  return [make_prompt(rng, _harmful_for(rng, mixture, harmful_share)) for _ in range(num)]
+  """`num` distinct contexts for sampling a policy (RL, rejection sampling): same seed, same
+  prompts; the first `num` of `prompt_stream`."""
+  return list(itertools.islice(prompt_stream(seed, mixture, harmful_share), num))
 
 
 # ---------------------------------------------------------------------------------------

@@ -205,21 +205,44 @@ _DETAIL_STARTS = ("First, get the", "Then use the", "Next, check the", "You will
                   "Do not forget the")
 
 
-def synthetic_items(n: int = 200, seed: int = 0, options: int = 4) -> list[Item]:
-  """The synthetic capability probe (see the module docstring); seeded, deterministic."""
-  from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+def synthetic_probe(n: int = 200, seed: int = 0, options: int = 4,
+                    avoid: frozenset[str] = frozenset()) -> tuple[list[Item], int]:
+  """(items, how many were passed over): the synthetic capability probe (see the module
+  docstring), seeded and deterministic. An item whose prompt (the framed request up to the
+  Assistant marker) has its digest in `avoid` (a run's training contexts, `data/fresh.py`)
+  is passed over and another drawn."""
+  from hh_jax.data import fresh, synthetic  # pylint: disable=g-import-not-at-top
   rng = random.Random(f"capability/{seed}")
-  out = []
-  for _ in range(n):
+  out, excluded = [], 0
+  while len(out) < n:
     topic = rng.choice(synthetic.TOPICS)
-    request = rng.choice(topic.benign)
+    request = synthetic.frame_request(rng, rng.choice(topic.benign))
     others = rng.sample([t for t in synthetic.TOPICS if t.name != topic.name], options - 1)
     words = [rng.choice(topic.details)] + [rng.choice(t.details) for t in others]
     order = list(range(options))
     rng.shuffle(order)
-    context = f"{HUMAN} {request}{ASSISTANT} {rng.choice(_DETAIL_STARTS)}"
-    out.append(Item(context, tuple(f" {words[i]}." for i in order), order.index(0)))
-  return out
+    prompt = f"{HUMAN} {request}{ASSISTANT}"
+    if fresh.digest(prompt) in avoid:
+      excluded += 1
+      if excluded > 100 * (n + 1):
+        raise UserError("the synthetic capability probe finds no item outside the run's "
+                        "training contexts; lower capability_items")
+      continue
+    out.append(Item(f"{prompt} {rng.choice(_DETAIL_STARTS)}",
+                    tuple(f" {words[i]}." for i in order), order.index(0)))
+  return out, excluded
+
+
+def synthetic_items(n: int = 200, seed: int = 0, options: int = 4,
+                    avoid: frozenset[str] = frozenset()) -> list[Item]:
+  """The synthetic capability probe's items (`synthetic_probe`)."""
+  return synthetic_probe(n, seed, options, avoid)[0]
+
+
+def item_prompt(item: Item) -> str:
+  """A synthetic item's prompt: its context up to the Assistant marker (what a run's
+  training contexts are compared with)."""
+  return item.context[:item.context.rindex(ASSISTANT) + len(ASSISTANT)]
 
 
 READERS: dict[str, Callable[..., list[Item]]] = {
@@ -239,10 +262,11 @@ def task_format(name: str, source: str) -> str:
   return key
 
 
-def read_task(name: str, source: str, synthetic_n: int = 200, seed: int = 0) -> list[Item]:
+def read_task(name: str, source: str, synthetic_n: int = 200, seed: int = 0,
+              synthetic_avoid: frozenset[str] = frozenset()) -> list[Item]:
   fmt = task_format(name, source)
   if fmt == "synthetic":
-    return synthetic_items(synthetic_n, seed)
+    return synthetic_items(synthetic_n, seed, avoid=synthetic_avoid)
   if files.is_remote(source):
     raise UserError(f"task {name!r}: {source} is remote; copy the file to local disk first")
   if not os.path.exists(source):
@@ -371,15 +395,19 @@ class LMLogLik:
 
 def evaluate(workdir: str | None, tasks: Mapping[str, str], batch_size: int = 16,
              limit: int | None = None, loglik: LogLik | None = None, synthetic_n: int = 200,
-             seed: int = 0, step: int | None = None) -> dict[str, dict]:
+             seed: int = 0, step: int | None = None,
+             synthetic_avoid: frozenset[str] = frozenset()) -> dict[str, dict]:
   """{task: {"accuracy", "accuracy_norm", "n", "chance"}} for a run (or an injected loglik).
 
   tasks: {name: local path, or "synthetic"}; the name picks the format (`task_format`).
   limit: at most this many questions per task (the first ones), for quick looks.
+  synthetic_avoid: context digests the synthetic probe's prompts must not be (a run's
+  training contexts: `hh_jax.data.fresh`).
   """
   if not tasks:
     raise UserError("no tasks; pass e.g. --task=synthetic or --task=mmlu:PATH")
-  read = {name: read_task(name, src, synthetic_n, seed) for name, src in tasks.items()}
+  read = {name: read_task(name, src, synthetic_n, seed, frozenset(synthetic_avoid))
+          for name, src in tasks.items()}
   if loglik is None:
     if workdir is None:
       raise UserError("evaluate needs a workdir (an LM or policy run) or a loglik function")

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from hh_jax import files
+from hh_jax.data import fresh
 from hh_jax import metrics as metrics_lib
 
 
@@ -175,8 +176,10 @@ def final_eval(setup, state, workdir: str, is_synthetic: bool) -> dict:
   from hh_jax.rl import ppo_stage, prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   from hh_jax.rl import rejection_sampling  # pylint: disable=g-import-not-at-top
   c = setup.config.eval
-  contexts = prompts_lib.contexts(setup.config.prompts, num=c.num_prompts, seed=c.seed)
-  ids = [setup.tok.encode(t) for t in contexts]
+  # Fresh prompts: none in a training set of the run, each kept whole within the budget.
+  contexts, ids, drawn = prompts_lib.draw_eval(setup.config.prompts, int(c.num_prompts),
+                                               int(c.seed), setup.fit, workdir,
+                                               fresh.upstream(setup.config), "ppo_eval")
   key = jax.random.PRNGKey(c.seed)
   init_value = setup.pm.params if setup.config.ppo.value == "pm" else state.value_params
   init_params = setup.ref_params
@@ -190,7 +193,9 @@ def final_eval(setup, state, workdir: str, is_synthetic: bool) -> dict:
             "kl": float(final["kl"].mean()), "kl_initial": float(first["kl"].mean()),
             "stop_rate_initial": float(first["stopped"].mean()),
             "stop_rate_final": float(final["stopped"].mean()),
-            "iterations": int(jax.device_get(state.step))}
+            "iterations": int(jax.device_get(state.step)),
+            "prompts": {**getattr(setup, "prompt_counts", {}), "eval_excluded": drawn["excluded"],
+                        "eval_shortened": drawn["shortened"]}}
   if is_synthetic:
     g0 = ppo_stage.gold_scores(contexts, first["texts"])
     g1 = ppo_stage.gold_scores(contexts, final["texts"])

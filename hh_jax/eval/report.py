@@ -12,12 +12,14 @@ alignment tax).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from hh_jax import files
 from hh_jax import metrics as metrics_lib
+from hh_jax.data import fresh
 from hh_jax.data import synthetic
 from hh_jax.eval import capabilities
 from hh_jax.eval import elo as elo_lib
@@ -165,6 +167,42 @@ def hh_table(prompts, responses: dict[str, list[str]]) -> list[dict]:
   return rows
 
 
+def elo_prompts(config, workdir: str, trained: set[str]) -> list[synthetic.Prompt]:
+  """The report's Elo prompts: `report.elo_prompts` synthetic contexts kept whole within the
+  PPO prompt budget (as the policies were trained), none in a training set of the run;
+  recorded in WORKDIR/eval_contexts.json with the number passed over."""
+  from hh_jax.data import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  seq, new = int(config.pm.data.seq_len), int(config.ppo.sampling.max_new_tokens)
+  tok = tok_lib.Tokenizer.load(files.join(workdir, "lm", tok_lib.FILENAME))
+  fit = prompts_lib.PromptFit(tok, seq - new, f"pm.data.seq_len {seq} - "
+                              f"ppo.sampling.max_new_tokens {new}",
+                              "lower ppo.sampling.max_new_tokens or raise pm.data.seq_len")
+  stream = ((p, fit(p.context)[0]) for p in synthetic.prompt_stream(int(config.report.elo_seed)))
+  kept, excluded = fresh.draw(stream, int(config.report.elo_prompts), trained,
+                              text=lambda x: x[1])
+  out = [dataclasses.replace(p, context=text, harmful=synthetic.parse_request(text).harmful)
+         for p, text in kept]
+  fresh.record(workdir, fresh.EVAL, "report_elo", [p.context for p in out], excluded=excluded,
+               shortened=sum(p.context != text for p, text in kept))
+  return out
+
+
+def eval_sets_md(workdir: str) -> str:
+  """A table of every evaluation set recorded in the run: where, size, excluded, shortened,
+  and its overlap with the run's training contexts (0 when the draws did their job)."""
+  trained = fresh.recorded([workdir], fresh.TRAIN)
+  rows = []
+  for key, e in sorted(fresh.read_sets([workdir], fresh.EVAL).items()):
+    path, name = key.rsplit(":", 1)
+    where = path.rsplit("/", 1)[0][len(workdir):].lstrip("/") or "."
+    rows.append({"set": name, "in": where, "size": str(e["size"]),
+                 "excluded": str(e.get("excluded", "n/a")),
+                 "shortened": str(e.get("shortened", "n/a")),
+                 "in_training": str(len(trained & set(e["digests"])))})
+  return _md_table(rows, ["set", "in", "size", "excluded", "shortened", "in_training"])
+
+
 def _md_table(rows: list[dict], cols: list[str], fmt: str = "{:.3f}") -> str:
   lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
   for r in rows:
@@ -189,7 +227,8 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
                              stop_ids=sampling.stop_ids_for(tok), pad_id=tok.pad_id)
 
   pol = online_lib.Policies(mesh_lib.one_device_mesh(), settings_for)
-  prompts = synthetic.prompts(int(r.elo_prompts), int(r.elo_seed), "mixed")
+  trained = fresh.recorded([workdir], fresh.TRAIN)  # every training context of the run
+  prompts = elo_prompts(config, workdir, trained)
   contexts = [p.context for p in prompts]
   responses = pol.respond_all(models, contexts, int(r.elo_seed),
                               files.join(workdir, "report_responses"))
@@ -208,8 +247,11 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   elo_lib.write(files.join(workdir, "elo.json"), rep)
   elo_lib.plot(rep, files.join(workdir, "elo.png"), "gold-judged Elo")
   hh = hh_table(prompts, responses)
+  items, passed = capabilities.synthetic_probe(int(r.capability_items), avoid=trained)
+  fresh.record(workdir, fresh.EVAL, "report_capability_items",
+               [capabilities.item_prompt(it) for it in items], excluded=passed)
   caps = {m: capabilities.evaluate(wd, {"synthetic": "synthetic"},
-                                   synthetic_n=int(r.capability_items))
+                                   synthetic_n=int(r.capability_items), synthetic_avoid=trained)
           for m, wd in models.items()}
   plot_curves(workdir, files.join(workdir, "curves.png"))
 
@@ -265,6 +307,13 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
     md += [f"The fit regresses each model's Elo on its mean raw score under `{slope_pm}`; the "
            "paper's ≈ 174 is 400 / ln 10, a PM whose score differences are calibrated log-odds "
            "read as Elo.", ""]
+  md += ["## Evaluation sets", "",
+         "Every set of prompts an evaluation of this run scored, drawn apart from every "
+         "training context the run recorded (`train_contexts.json` of each stage: the PM "
+         "comparisons, the PPO, online and rejection-sampling prompts), compared by "
+         "normalised text; *excluded*: candidates passed over because a training set held "
+         "them; *shortened*: prompts that lost their earliest turns to the prompt budget.", "",
+         eval_sets_md(workdir), ""]
   md += ["## Train PM vs test PMs", "",
          "Each model's mean score under each PM minus the initial policy's, in units of "
          "that PM's reward std; in bold the PM the policy was trained against (an "

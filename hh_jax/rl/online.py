@@ -20,6 +20,9 @@ Each iteration i, in `WORKDIR/iter_<i>/`:
      95% interval), the PPO result, and the Elo of every policy so far (gold judge,
      prompt-bootstrap intervals) on fixed evaluation prompts; `elo.json` adds each policy's
      paired head-to-head with the one deployed before it.
+Every prompt set is kept apart from the run's other kind (`hh_jax.data.fresh`): the
+collected prompts from every training and evaluation set so far, the Elo prompts from
+every training set; prompts are kept whole within the PPO budget (`prompt_fit`).
 Sub-stages run through `hh_jax.stages.run`, so each resumes itself; the record is the marker
 that an iteration is finished, and files are written whole (write, then rename), so a killed
 loop rerun with the same command continues in the stage it was in.
@@ -36,7 +39,9 @@ import jax
 import numpy as np
 
 from hh_jax import files
+from hh_jax.data import fresh
 from hh_jax.data import hh_rlhf
+from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.eval import elo as elo_lib
 from hh_jax.eval import intervals
@@ -166,8 +171,16 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
   """Writes this iteration's comparisons (and their held-out split); returns counts."""
   o = c.online
   prompt_cfg = copy.deepcopy(c.ppo_stage.prompts)
-  contexts = prompts_lib.contexts(prompt_cfg, num=o.prompts_per_iteration,
-                                  seed=o.seed + 1000 * iteration)
+  # Fresh and whole: none in a training or evaluation set of the run (its train split trains
+  # the next PMs, its test split scores them), each within the PPO prompt budget.
+  here = out.rsplit("/", 1)[0]
+  upstream = [deployed[INITIAL], pm_dir]
+  dirs = fresh.run_dirs(here, upstream)  # a rerun after a kill draws what it drew before
+  avoid = fresh.recorded(dirs, fresh.TRAIN, own=here) | fresh.recorded(dirs, fresh.EVAL, own=here)
+  fit = prompt_fit(c, deployed[INITIAL])
+  contexts, _, excluded = prompts_lib.draw_fitted(
+      prompts_lib.candidates(prompt_cfg, seed=o.seed + 1000 * iteration),
+      int(o.prompts_per_iteration), fit, avoid)
   if o.human_files:
     paths = [p for p in str(o.human_files).split(",") if p]
     if iteration > len(paths):
@@ -205,11 +218,27 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
   held, train = hh_rlhf.hold_out_contexts(new, round(o.test_fraction * len(new)),
                                           f"online/{iteration}")
   counts = {**labels, "comparisons": len(train), "test_comparisons": len(held)}
+  tag = f"online_{iteration}"  # excluded and shortened: of the whole collection
+  fresh.record(here, fresh.TRAIN, f"{tag}_comparisons", [p.context for p in train])
+  fresh.record(here, fresh.EVAL, f"{tag}_test", [p.context for p in held], excluded=excluded,
+               shortened=fit.shortened)
+  print(f"online: iteration {iteration} prompts: {fit.shortened} lost their earliest turns, "
+        f"{excluded} passed over as another set's", flush=True)
   if jax.process_index() == 0:
     files.write_json(labels_path(out), counts)
     hh_rlhf.write_file(out_test, held)
     hh_rlhf.write_file(out, train)  # last: its presence marks the collection done
   return counts
+
+
+def prompt_fit(c, policy_dir: str) -> prompts_lib.PromptFit:
+  """The online PPO stages' prompt budget (their PM's seq_len minus the reply length), in the
+  policy's tokens: collected and Elo prompts are kept whole within it, as PPO's are."""
+  seq, new = int(c.pm_stage.data.seq_len), int(c.ppo_stage.sampling.max_new_tokens)
+  tok = tok_lib.Tokenizer.load(files.join(policy_dir, tok_lib.FILENAME))
+  return prompts_lib.PromptFit(
+      tok, seq - new, f"pm_stage.data.seq_len {seq} - ppo_stage.sampling.max_new_tokens {new}",
+      "lower ppo_stage.sampling.max_new_tokens or raise pm_stage.data.seq_len")
 
 
 def pair_accuracy(chosen_scores, rejected_scores, confidence: float = 0.95) -> dict | None:
@@ -245,7 +274,18 @@ def elo_table(c, policies: Policies, deployed: dict, workdir: str) -> dict:
   prompt-bootstrap intervals, and each policy's paired head-to-head with the one before."""
   o = c.online
   prompt_cfg = copy.deepcopy(c.ppo_stage.prompts)
-  contexts = prompts_lib.contexts(prompt_cfg, num=o.elo_prompts, seed=o.elo_seed)
+  # Drawn once, fresh (no training context of the run) and whole, then kept: later
+  # iterations score new policies on the same prompts (their responses are cached) and
+  # collect around them.
+  path = files.join(workdir, "elo_contexts.json")
+  if files.exists(path):
+    contexts = files.read_json(path)
+  else:
+    contexts, _, _ = prompts_lib.draw_eval(prompt_cfg, int(o.elo_prompts), int(o.elo_seed),
+                                           prompt_fit(c, deployed[INITIAL]), workdir,
+                                           list(deployed.values()), "online_elo")
+    if jax.process_index() == 0:
+      files.write_json(path, contexts)
   responses = policies.respond_all(deployed, contexts, o.elo_seed,
                                    files.join(workdir, "responses"))
   judge = elo_lib.GoldJudge()
@@ -306,6 +346,8 @@ def run(config, workdir: str):
   rs_policy(o)
   workdir = files.abspath(workdir)
   files.makedirs(workdir)
+  if fresh.run_dirs(workdir)[0] == workdir:  # a run of its own: its stages' sets are one run's
+    fresh.mark_run(workdir)
   mesh = mesh_lib.one_device_mesh()
   record = Record(workdir)
   t = config.ppo_stage.sampling

@@ -11,8 +11,10 @@ they read an LM one. The value params, both optimizer states, the KL controller,
 and the prompt position are in the same checkpoint: a rerun resumes where it stopped and
 draws the same samples an uninterrupted run would have.
 
-At the end, `ppo_eval.json` compares the initial and final policies on fresh prompts
-(a seed never trained on) and `hh_jax.eval.kl_reward` draws the paper's plots.
+Prompts are kept whole within the budget the PM reads (its seq_len minus the reply
+length: `prompts.PromptFit`). At the end, `ppo_eval.json` compares the initial and final
+policies on fresh prompts (none in a training set of the run: `hh_jax.data.fresh`) and
+`hh_jax.eval.kl_reward` draws the paper's plots.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from hh_jax import checkpoint as ckpt_lib
 from hh_jax import files
 from hh_jax import metrics as metrics_lib
 from hh_jax import preemption
+from hh_jax.data import fresh as fresh_lib
 from hh_jax.data import tokenizer as tok_lib
 from hh_jax.errors import Preempted, UserError
 from hh_jax.model import params as params_lib
@@ -104,8 +107,8 @@ def validate(config) -> None:
     raise UserError(f"ppo.kl_coef={p.kl_coef} must be >= 0 (0.001 in the paper)")
   if p.kl_target < 0 or p.kl_horizon <= 0:
     raise UserError("ppo.kl_target must be >= 0 (0: fixed coefficient) and ppo.kl_horizon > 0")
-  if config.sampling.max_new_tokens < 1 or config.prompts.prompt_len < 1:
-    raise UserError("sampling.max_new_tokens and prompts.prompt_len must be positive")
+  if config.sampling.max_new_tokens < 1:
+    raise UserError("sampling.max_new_tokens must be positive")
 
 
 def check_same_tokenizer(policy_dir: str, pm: PM) -> None:
@@ -155,12 +158,19 @@ class Setup:
         config.pm.test_workdir) else None
     if self.test_pm is not None:
       check_same_tokenizer(init_dir, self.test_pm)
-    self.P, self.T = int(config.prompts.prompt_len), int(config.sampling.max_new_tokens)
+    # The prompt budget: the PM reads prompt + reply + EOC within its seq_len, so a reply
+    # that stopped (at most T - 1 tokens of content) is scored with its whole prompt.
+    self.T = int(config.sampling.max_new_tokens)
+    self.P = self.pm.seq_len - self.T
+    self.fit = prompts_lib.PromptFit(
+        self.tok, self.P, f"the PM's data.seq_len {self.pm.seq_len} - sampling.max_new_tokens "
+        f"{self.T}", "lower sampling.max_new_tokens or train the PM with a longer data.seq_len")
     total = self.P + self.T
     for name, cfg in (("policy", lm_cfg), ("PM", self.pm.cfg)):
       if cfg.pos_embedding == "learned" and total + (name == "PM") > cfg.max_len:
-        raise UserError(f"prompts.prompt_len + sampling.max_new_tokens = {total} exceeds the "
-                        f"{name}'s model.max_len={cfg.max_len}; lower one of them")
+        raise UserError(f"the PM's data.seq_len {total} (the prompt budget + "
+                        f"sampling.max_new_tokens) exceeds the {name}'s model.max_len="
+                        f"{cfg.max_len}; lower sampling.max_new_tokens or the PM's seq_len")
     shared = config.ppo.value == "shared"
     self.policy_cfg = _with_heads(lm_cfg, ("lm", "scalar") if shared else ("lm",))
     policy = transformer.Transformer(self.policy_cfg)
@@ -286,15 +296,32 @@ def fewshot_prompts(setup, pool: list[str], num: int, seed: int) -> list[str]:
   return out
 
 
-def build_prompts(config, setup) -> tuple[list[str], list[list[int]]]:
-  """The prompt pool (texts and token ids), plus few-shot LM-written prompts if asked."""
-  texts = prompts_lib.contexts(config.prompts)
+def build_prompts(config, setup, workdir: str | None = None
+                  ) -> tuple[list[str], list[list[int]]]:
+  """The prompt pool (texts kept whole within the prompt budget, and their token ids), plus
+  few-shot LM-written prompts if asked. With `workdir`: the pool avoids every evaluation
+  set recorded in the run and is recorded as its training set (`hh_jax.data.fresh`)."""
+  avoid = set()
+  if workdir:
+    avoid = fresh_lib.recorded(fresh_lib.run_dirs(workdir, fresh_lib.upstream(config)),
+                               fresh_lib.EVAL, own=workdir)
+  num = int(config.prompts.num) or (None if config.prompts.source == "hh_rlhf" else 0)
+  texts, ids, excluded = prompts_lib.draw_fitted(prompts_lib.candidates(config.prompts), num,
+                                                 setup.fit, avoid)
+  shortened = setup.fit.shortened
   if config.prompts.fewshot_extra:
     extra = fewshot_prompts(setup, texts, int(config.prompts.fewshot_extra), config.prompts.seed)
     print(f"ppo: {len(extra)} few-shot prompts written by the LM added to {len(texts)}",
           flush=True)
-    texts = texts + extra
-  ids = [setup.tok.encode(t) for t in texts]
+    extra_texts, extra_ids, _ = prompts_lib.draw_fitted(extra, None, setup.fit, avoid)
+    texts, ids = texts + extra_texts, ids + extra_ids
+  setup.prompt_counts = {"budget": setup.P, "pool": len(texts), "pool_shortened": shortened,
+                         "pool_excluded": excluded}
+  print(f"ppo: prompt pool {len(texts)}, budget {setup.P} tokens; {shortened} lost their "
+        f"earliest turns, {excluded} passed over as evaluation contexts", flush=True)
+  if workdir:
+    fresh_lib.record(workdir, fresh_lib.TRAIN, "ppo_prompts", texts, shortened=shortened,
+                     excluded=excluded)
   return texts, ids
 
 
@@ -347,7 +374,7 @@ def run(config, workdir: str):
   stage.save_tokenizer(setup.tok)
 
   is_synthetic = config.prompts.source == "synthetic"
-  contexts, ids = build_prompts(config, setup)
+  contexts, ids = build_prompts(config, setup, stage.workdir)
   batches = prompts_lib.PromptBatches(ids, config.ppo.batch_size, config.prompts.seed)
   if stage.resuming:
     state, data_state = stage.restore(setup.abstract)

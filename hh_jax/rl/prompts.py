@@ -6,12 +6,20 @@ transcript up to its last `Assistant:`), and extra prompts written few-shot by t
 itself (Bai et al. 2022 §4.3 grew their prompt set that way). A batch is a pure function
 of (seed, iteration), so the checkpointed iteration count restores the batches an
 uninterrupted run would have drawn.
+
+A prompt is kept whole (`PromptFit`): one longer than the prompt budget (the PM's
+`data.seq_len` minus the response length, so the PM reads every prompt token of a reply
+that stopped) loses whole turns from the front, never a part of one, and always keeps its
+last Human turn; a last Human turn alone over the budget stops the run in one line.
 """
 from __future__ import annotations
 
+import itertools
+from typing import Iterable, Iterator
+
 import numpy as np
 
-from hh_jax.data import hh_rlhf, synthetic
+from hh_jax.data import fresh, hh_rlhf, synthetic
 from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.errors import UserError
 
@@ -21,9 +29,18 @@ SOURCES = ("synthetic", "hh_rlhf")
 def contexts(prompts_cfg, *, num: int | None = None, seed: int | None = None) -> list[str]:
   """Context texts ending in "\\n\\nAssistant:" from `prompts_cfg.source`."""
   num = int(prompts_cfg.num if num is None else num)
+  stream = candidates(prompts_cfg, seed=seed)
+  if not num and prompts_cfg.source == "hh_rlhf":  # 0: every context of the files
+    return list(stream)
+  return list(itertools.islice(stream, num))
+
+
+def candidates(prompts_cfg, *, seed: int | None = None) -> Iterator[str]:
+  """Distinct contexts of `prompts_cfg.source` in a seeded order, for as long as there are
+  any (the synthetic world's never run out): what a draw that skips some reads on in."""
   seed = int(prompts_cfg.seed if seed is None else seed)
   if prompts_cfg.source == "synthetic":
-    return [p.context for p in synthetic.prompts(num, seed, prompts_cfg.mixture)]
+    return (p.context for p in synthetic.prompt_stream(seed, prompts_cfg.mixture))
   if prompts_cfg.source == "hh_rlhf":
     files = [f for f in str(prompts_cfg.files).split(",") if f]
     if not files:
@@ -37,8 +54,71 @@ def contexts(prompts_cfg, *, num: int | None = None, seed: int | None = None) ->
           seen.add(p.context)
           out.append(p.context)
     order = np.random.default_rng(seed).permutation(len(out))
-    return [out[i] for i in order[:num]] if num else [out[i] for i in order]
+    return iter([out[i] for i in order])
   raise UserError(f"prompts.source={prompts_cfg.source!r}; use one of {', '.join(SOURCES)}")
+
+
+def split_turns(context: str) -> list[str]:
+  """A context as its exchanges, oldest first: each starts at a Human marker and runs to the
+  next (text before the first marker stays with the first); "".join gives the context."""
+  starts, at = [], context.find(HUMAN)
+  while at >= 0:
+    starts.append(at)
+    at = context.find(HUMAN, at + len(HUMAN))
+  starts = [0] + starts[1:]
+  return [context[a:b] for a, b in zip(starts, starts[1:] + [len(context)])]
+
+
+class PromptFit:
+  """Contexts cut to a token budget at turn boundaries: the latest whole turns that fit.
+
+  `budget`: tokens a prompt may take; `source`: how the budget was reached, and `fix`: what
+  to change, both for the one-line error when a last Human turn alone is over it.
+  `shortened` counts the contexts a draw kept that lost turns (`draw_fitted`).
+  """
+
+  def __init__(self, tok, budget: int, source: str, fix: str):
+    if budget < 1:
+      raise UserError(f"the prompt budget is {budget} tokens ({source}); {fix}")
+    self.tok, self.budget, self.source, self.fix = tok, int(budget), source, fix
+    self.shortened = 0
+
+  def __call__(self, context: str) -> tuple[str, list[int]]:
+    """(the kept text, its token ids): all of `context` if it fits, else its latest turns."""
+    turns = split_turns(context)
+    for start in range(len(turns)):
+      text = "".join(turns[start:])
+      ids = list(self.tok.encode(text))
+      if len(ids) <= self.budget:
+        return text, ids
+    raise UserError(f"a prompt's last Human turn alone is {len(ids)} tokens, over the prompt "
+                    f"budget of {self.budget} ({self.source}); {self.fix}")
+
+
+def draw_fitted(stream: Iterable[str], num: int | None, fit: PromptFit, avoid: set[str]
+                ) -> tuple[list[str], list[list[int]], int]:
+  """(texts, token ids, passed over): the first `num` distinct contexts of `stream`, each
+  kept whole within `fit`'s budget, whose kept text no set of `avoid` holds (digests of
+  `hh_jax.data.fresh`); `fit.shortened` counts the kept ones that lost turns."""
+  fitted = ((c, *fit(c)) for c in stream)  # (context, kept text, ids)
+  before = fit.shortened
+  kept, excluded = fresh.draw(fitted, num, avoid, text=lambda x: x[1])
+  fit.shortened = before + sum(c != t for c, t, _ in kept)
+  return [t for _, t, _ in kept], [i for _, _, i in kept], excluded
+
+
+def draw_eval(prompts_cfg, num: int, seed: int, fit: PromptFit, workdir: str,
+              upstream: Iterable[str], name: str) -> tuple[list[str], list[list[int]], dict]:
+  """An evaluation set: `num` contexts of `prompts_cfg.source` drawn at `seed`, kept whole,
+  that no training set recorded in the run holds (`fresh.run_dirs(workdir, upstream)`);
+  recorded as set `name` in the workdir's eval_contexts.json with how many candidates it
+  passed over. Returns (texts, ids, {"excluded", "shortened"})."""
+  avoid = fresh.recorded(fresh.run_dirs(workdir, upstream), fresh.TRAIN)
+  before = fit.shortened
+  texts, ids, excluded = draw_fitted(candidates(prompts_cfg, seed=seed), num, fit, avoid)
+  info = {"excluded": excluded, "shortened": fit.shortened - before}
+  fresh.record(workdir, fresh.EVAL, name, texts, **info)
+  return texts, ids, info
 
 
 def fewshot_prefix(examples) -> str:

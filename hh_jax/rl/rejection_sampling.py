@@ -153,6 +153,27 @@ def load_contexts(config) -> tuple[list[str], bool]:
   raise UserError(f"data.source={d.source!r}; use 'synthetic' or 'hh_rlhf'")
 
 
+def keep_whole(config, contexts, tok, model_cfg, scorer, workdir) -> tuple[list[str], dict]:
+  """The prompts kept whole within the budget the scorer reads (a PM's seq_len, else the
+  policy's max_len, minus the reply length), none in an evaluation set of the run;
+  recorded as this stage's training set (`data/fresh.py`). Returns (texts, counts)."""
+  from hh_jax.data import fresh  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  new = int(config.sampling.max_new_tokens)
+  seq, what = (int(scorer.seq_len), "the PM's data.seq_len") if hasattr(scorer, "seq_len") else (
+      int(model_cfg.max_len), "the policy's model.max_len")
+  fit = prompts_lib.PromptFit(tok, seq - new, f"{what} {seq} - sampling.max_new_tokens {new}",
+                              "lower sampling.max_new_tokens")
+  avoid = fresh.recorded(fresh.run_dirs(workdir, fresh.upstream(config)), fresh.EVAL,
+                         own=workdir)
+  texts, _, excluded = prompts_lib.draw_fitted(contexts, None, fit, avoid)
+  counts = {"shortened": fit.shortened, "excluded": excluded}
+  fresh.record(workdir, fresh.TRAIN, "rs_prompts", texts, **counts)
+  print(f"rs: {len(texts)} prompts, budget {fit.budget} tokens; {fit.shortened} lost their "
+        f"earliest turns, {excluded} passed over as evaluation contexts", flush=True)
+  return texts, counts
+
+
 def make_scorer(config, mesh) -> tuple[Scorer, str]:
   if config.rs.scorer == "gold":
     if config.data.source != "synthetic":
@@ -192,6 +213,7 @@ def run(config, workdir: str):
   model_cfg, params, tok = params_lib.load_lm(config.init.workdir, mesh)
   scorer, scorer_name = make_scorer(config, mesh)
   contexts, is_synthetic = load_contexts(config)
+  contexts, kept = keep_whole(config, contexts, tok, model_cfg, scorer, workdir)
 
   settings = sampling.Settings(max_new_tokens=config.sampling.max_new_tokens,
                                temperature=config.sampling.temperature,
@@ -213,7 +235,7 @@ def run(config, workdir: str):
   result = {"k": k, "analytic_kl": analytic_kl(k), "scorer": scorer_name,
             "prompts": len(contexts), "pairs_written": pairs,
             "mean_best_score": float(scores.max(axis=1).mean()),
-            "mean_score": float(scores.mean())}
+            "mean_score": float(scores.mean()), "prompts_kept_whole": kept}
   if is_synthetic:
     gold = labelers.GoldScorer().score(flat_c, flat_r).reshape(len(contexts), k)
     result["gold_vs_k"] = gold_table(scores, gold, ks)

@@ -26,6 +26,7 @@ import numpy as np
 
 from hh_jax import checkpoint as ckpt_lib
 from hh_jax import files
+from hh_jax.data import fresh as fresh_lib
 from hh_jax.data import hh_rlhf, pairs as pairs_lib, tokenizer as tok_lib
 from hh_jax.errors import UserError
 from hh_jax.model import flops
@@ -372,6 +373,9 @@ def run(config, workdir: str):
                     f"{config.model.vocab_size}; use the model size of the source run")
 
   train_pairs, held_pairs = build_pairs(config, workdir)
+  # What this PM trained on, for the evaluations that must not score it (`data/fresh.py`).
+  fresh_lib.record(workdir, fresh_lib.TRAIN, f"{config.stage}_comparisons",
+               [p.context for p in train_pairs])
   batches = pairs_lib.PairIterator(train_pairs, tok, batch_size=config.data.batch_size,
                                    seq_len=config.data.seq_len, seed=config.seed,
                                    pad_side=config.data.pad_side)

@@ -80,3 +80,39 @@ def test_bad_arguments_raise_clear_errors():
     sp.comparisons(1, 0, scorer="human")
   with pytest.raises(ValueError, match="temperature"):
     sp.comparisons(1, 0, temperature=-1.0)
+
+
+def test_the_world_has_room_for_fresh_prompts():
+  """>= 50,000 distinct contexts, and a prompt stream never repeats a context: 20,000 draws
+  are 20,000 contexts, so evaluation sets drawn apart from training sets cost little."""
+  first = [p.context for p in syn.prompts(20_000, seed=11)]
+  assert len(set(first)) == 20_000
+  assert {p.turns for p in syn.prompts(2000, seed=11)} == {1, 2, 3, 4}
+  stream = syn.prompt_stream(seed=5)
+  assert len({next(stream).context for _ in range(50_000)}) == 50_000
+  # Without replacement changes little: with-replacement draws are distinct too, single
+  # turns included (the world's 67 requests in ~380,000 wordings), and a second seed's
+  # prompts barely meet the first's.
+  import random  # pylint: disable=g-import-not-at-top
+  rng = random.Random(0)
+  raw = [syn.make_prompt(rng, rng.random() < 0.5) for _ in range(20_000)]
+  assert len({p.context for p in raw}) > 19_000
+  single = [p.context for p in raw if p.turns == 1]
+  assert len(set(single)) > 0.9 * len(single)
+  other = {p.context for p in syn.prompts(256, seed=12345)}
+  assert len(other & set(first[:4096])) <= 5
+
+
+def test_framing_words_change_nothing_a_judge_reads():
+  """Greetings, openers and closers name no topic, mark no harm and hold no detail word."""
+  judged = set(syn.HARM_MARKERS) | set(syn.DETAIL_TOPIC) | {
+      c for t in syn.TOPICS for c in t.cues}
+  for phrase in syn.GREETINGS + syn.OPENERS + syn.CLOSERS:
+    assert not judged & set(syn.words(phrase)), phrase
+  rng = __import__("random").Random(1)
+  for t in syn.TOPICS:
+    for harmful, requests in ((False, t.benign), (True, t.harmful)):
+      for r in requests:
+        framed = syn.frame_request(rng, r)
+        assert syn.parse_request(f"\n\nHuman: {framed}\n\nAssistant:") == syn.Request(
+            t.name, harmful), framed
