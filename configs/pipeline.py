@@ -34,6 +34,9 @@ def get_config(arg=None):
   c.lm = lm_config.get_config(sub)
   c.pmp = pmp_config.get_config(sub)
   c.pm = pm_config.get_config(sub + (",data=hh_rlhf" if preset == "hh" else ""))
+  # The train PM on the first half of the comparisons; the pipeline's pm_test stage trains
+  # the test PM on the second with this same config (`hh_jax.pipeline.stage_config`).
+  c.pm.data.half = "first"
   c.rs = rs_config.get_config(sub)
   c.distill = distill_config.get_config(sub)
   c.ppo = ppo_config.get_config(sub)
@@ -54,6 +57,8 @@ def get_config(arg=None):
     c.pmp.train.total_steps = 40
     c.pm.data.num_train = 4000
     c.pm.train.total_steps = 125
+    # Held-out accuracy every 25 steps (800 comparisons): report.md's PM learning curve.
+    c.pm.train.eval_every = 25
     c.rs.data.num_prompts = 32
     c.rs.rs.k = 8
     c.distill.train.total_steps = 100
