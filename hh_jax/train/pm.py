@@ -374,7 +374,8 @@ def held_out_metrics(r) -> dict:
   margin = r[:, 0] - r[:, 1]
   return {"eval_accuracy": float(np.mean((margin > 0) + 0.5 * (margin == 0))),
           "eval_pref_loss": float(np.mean(np.logaddexp(0.0, -margin))),
-          "eval_margin": float(np.mean(margin))}
+          "eval_margin": float(np.mean(margin)),
+          "eval_pairs": int(len(margin))}  # the n of the accuracy's interval (report.md)
 
 
 def make_eval_fn(score_fn, batches):
