@@ -80,27 +80,31 @@ class Policies:
       self._loaded[workdir] = (sampling.Sampler(cfg, params, self.mesh, batch_size=32), tok)
     return self._loaded[workdir]
 
-  def respond_all(self, models: dict[str, str], contexts, seed: int, cache_dir: str
-                  ) -> dict[str, list[str]]:
+  def respond_all(self, models: dict[str, str], contexts, seed: int, cache_dir: str,
+                  with_stopped: bool = False):
     """One response per context from each model {name: workdir}, cached in
-    `cache_dir/<name>.json`, so a rerun (or the next iteration) samples only new models."""
-    out = {}
+    `cache_dir/<name>.json` (stop flags in `<name>.stopped.json`), so a rerun (or the next
+    iteration) samples only new models. Returns {name: texts} (and {name: stop flags})."""
+    out, stops = {}, {}
     for n, (name, wd) in enumerate(models.items()):
       path = files.join(cache_dir, f"{name}.json")
-      if files.exists(path):
-        out[name] = files.read_json(path)
+      stop_path = files.join(cache_dir, f"{name}.stopped.json")
+      if files.exists(path) and files.exists(stop_path):
+        out[name], stops[name] = files.read_json(path), files.read_json(stop_path)
         continue
-      out[name] = [r[0] for r in self.respond(wd, contexts, jax.random.PRNGKey(seed + n))]
+      texts, flags = self.respond(wd, contexts, jax.random.PRNGKey(seed + n), with_stopped=True)
+      out[name], stops[name] = [r[0] for r in texts], [f[0] for f in flags]
       if jax.process_index() == 0:
+        files.write_json(stop_path, stops[name])
         files.write_json(path, out[name])
-    return out
+    return (out, stops) if with_stopped else out
 
-  def respond(self, workdir: str, contexts, key, k: int = 1) -> list[list[str]]:
-    """k sampled responses per context: [n][k] texts."""
+  def respond(self, workdir: str, contexts, key, k: int = 1, with_stopped: bool = False):
+    """k sampled responses per context: [n][k] texts (and [n][k] stop flags if asked)."""
     sampler, tok = self.get(workdir)
     from hh_jax.rl import rejection_sampling  # pylint: disable=g-import-not-at-top
     return rejection_sampling.sample_k(sampler, tok, contexts, k, key, self.settings_for(tok),
-                                       sampler.batch_size)
+                                       sampler.batch_size, with_stopped=with_stopped)
 
 
 def rs_policy(o) -> str:
@@ -135,12 +139,13 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
     b = [""] * len(contexts)
     rs_rows = [j for j, u in enumerate(use_rs) if u]
     if rs_rows:
-      cands = policies.respond(rs_from, [contexts[j] for j in rs_rows],
-                               jax.random.fold_in(key, 1), k=o.rs_k)
-      scorer = reward.PMScorer.from_workdir(pm_dir, policies.mesh)
-      for j, cs in zip(rs_rows, cands):
-        s = scorer.score([contexts[j]] * len(cs), cs)
-        b[j] = cs[int(np.argmax(s))]
+      from hh_jax.rl import rejection_sampling  # pylint: disable=g-import-not-at-top
+      cands, stops = policies.respond(rs_from, [contexts[j] for j in rs_rows],
+                                      jax.random.fold_in(key, 1), k=o.rs_k, with_stopped=True)
+      scorer = reward.PMScorer.from_workdir(
+          pm_dir, policies.mesh, no_stop_penalty=c.ppo_stage.ppo.no_stop_penalty)
+      for j, cs, st in zip(rs_rows, cands, stops):  # PPO's reward picks, ties to the first
+        b[j] = cs[rejection_sampling.pick_best(scorer, contexts[j], cs, st)]
     others = [j for j, u in enumerate(use_rs) if not u]
     by_policy: dict[str, list[int]] = {}
     for j in others:
@@ -288,7 +293,9 @@ def run(config, workdir: str):
     entry = {"iteration": i, **counts, "collected_from": source,
              "pm_accuracy": accuracy,
              "ppo": {k: ppo_eval.get(k) for k in ("gold_initial", "gold_final", "gold_sem",
-                                                 "pm_initial", "pm_final", "kl", "sqrt_kl_r2")},
+                                                 "pm_stopped_initial", "pm_stopped_final",
+                                                 "stop_rate_initial", "stop_rate_final", "kl",
+                                                 "sqrt_kl_r2")},
              "elo": rep["models"], "seconds": time.perf_counter() - t0}
     record.append(entry)
     elo_lib.write(files.join(workdir, "elo.json"), rep)
