@@ -92,11 +92,12 @@ class _Recorder:
   def __init__(self, mesh):
     self.mesh, self.calls = mesh, []
 
-  def respond(self, workdir, contexts, key, k=1):
+  def respond(self, workdir, contexts, key, k=1, with_stopped=False):
     del key
     self.calls.append((os.path.basename(workdir), k))
-    return [[f"From {os.path.basename(workdir)} draw {j} of {k} for {n}." for j in range(k)]
-            for n in range(len(contexts))]
+    texts = [[f"From {os.path.basename(workdir)} draw {j} of {k} for {n}." for j in range(k)]
+             for n in range(len(contexts))]
+    return (texts, [[True] * k for _ in texts]) if with_stopped else texts
 
 
 @pytest.mark.parametrize("rs_policy,expected", [("initial", "lm"), ("latest", "ppo")])

@@ -139,3 +139,38 @@ def test_stage_keeps_the_best_of_k_by_its_scorer(tmp_path, monkeypatch):
       i = next(j for j, b in enumerate(best) if b["context"] == ctx)
       assert chosen == samples[i][int(np.argmax(lengths[i]))]
       assert rejected == samples[i][int(np.argmin(lengths[i]))]
+
+
+class _Policies:
+  """Stands in for `online.Policies`: A is one fixed reply; best-of-k candidates differ in
+  length, and the longest of them never stopped."""
+
+  def __init__(self):
+    from hh_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+    self.mesh = mesh_lib.one_device_mesh()
+
+  def respond(self, workdir, contexts, key, k=1, with_stopped=False):
+    del workdir, key
+    if k == 1:
+      return [[" Sure."] for _ in contexts]
+    texts = [[" ab", " a much longer reply that hit the limit", " abcdefgh", " abcdefgh"][:k]
+             for _ in contexts]
+    flags = [[True, False, True, True][:k] for _ in contexts]
+    return (texts, flags) if with_stopped else texts
+
+
+def test_online_best_of_k_keeps_the_highest_reward(tmp_path, monkeypatch):
+  from configs import online as online_config  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
+  c = online_config.get_config("size=test,init=/a,pm=/b,lm=/a,runlocal=True")
+  c.online.rs_share, c.online.rs_k, c.online.test_fraction = 1.0, 4, 0.0
+  monkeypatch.setattr(reward.PMScorer, "from_workdir",
+                      classmethod(lambda cls, *a, **k: _LengthPM()))
+  out = str(tmp_path / "c.jsonl")
+  online.collect(c, _Policies(), {"initial": "/a"}, "/b", 1, out, str(tmp_path / "t.jsonl"))
+  pairs, _ = hh_rlhf.read_file(out)
+  assert pairs
+  # B is the longest reply that stopped: never the longer one that hit the token limit
+  # (PPO's no-stop penalty; the PM's score alone would pick it), never the shortest.
+  for p in pairs:
+    assert {p.chosen, p.rejected} == {" Sure.", " abcdefgh"}
