@@ -100,3 +100,10 @@ def test_iteration_metrics_log_pm_score_and_stop_rate_apart():
   row, _, gold = ppo_stage.iteration_metrics(out, [""] * 4, _Setup(), False)
   assert row["objective/pm_stopped"] == pytest.approx(2.0) and gold is None
   assert row["objective/stop_rate"] == 0.75
+
+
+def test_history_values_stored_as_strings_read_as_floats():
+  rows = _history()
+  rows[2]["objective/pm_stopped"] = "nan"  # how metrics.jsonl writes a non-finite value
+  d, pm, fit = kl_reward.pm_fit(rows)
+  assert len(pm) == 11 and fit["slope"] == pytest.approx(0.5)

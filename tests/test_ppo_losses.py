@@ -5,16 +5,15 @@ hold for a wrong loss too when the two are equal)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
-from configs import models
 from configs import ppo as ppo_config
 from hh_jax.model import sampling, transformer
 from hh_jax.rl import rollout as rollout_lib
 from hh_jax.train import ppo
+from tests.test_ppo import nets  # noqa: F401  (the fixture)
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,16 +147,10 @@ def test_minibatch_data_by_value():
 
 
 @pytest.fixture(scope="module")
-def two_policies():
-  cfg = models.get("test")
-  cfg.init_std = 0.2
-  vcfg = ml_collections.ConfigDict(dict(cfg))
-  vcfg.heads = ("scalar",)
-  policy, value = transformer.Transformer(cfg), transformer.Transformer(vcfg)
-  x = jnp.zeros((1, 8), jnp.int32)
-  params = nn.unbox(policy.init(jax.random.PRNGKey(0), x)["params"])
-  ref = nn.unbox(policy.init(jax.random.PRNGKey(7), x)["params"])  # another policy
-  vparams = nn.unbox(value.init(jax.random.PRNGKey(1), x)["params"])
+def two_policies(nets):
+  """test_ppo's random `test`-rung policy and value model, plus another policy as reference."""
+  cfg, policy, value, params, vparams = nets
+  ref = nn.unbox(policy.init(jax.random.PRNGKey(7), jnp.zeros((1, 8), jnp.int32))["params"])
   return cfg, policy, value, params, ref, vparams
 
 

@@ -174,3 +174,19 @@ def test_online_best_of_k_keeps_the_highest_reward(tmp_path, monkeypatch):
   # (PPO's no-stop penalty; the PM's score alone would pick it), never the shortest.
   for p in pairs:
     assert {p.chosen, p.rejected} == {" Sure.", " abcdefgh"}
+
+
+def test_report_pm_table_scores_stopped_replies_and_stop_rates_apart(monkeypatch):
+  from hh_jax.eval import report  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(reward.PMScorer, "from_workdir",
+                      classmethod(lambda cls, *a, **k: _LengthPM(mean=0.0, std=2.0)))
+  responses = {"initial": [" ab", " a reply that never stopped", " abcd"],
+               "ppo": [" abcdefg", " abc", " endless"]}
+  stopped = {"initial": [True, False, True], "ppo": [True, True, False]}
+  table, stds = report.pm_table(["c"] * 3, responses, {"pm": "/x"}, stopped)
+  assert table == {"initial": {"pm": 4.0}, "ppo": {"pm": 6.0}} and stds == {"pm": 2.0}
+  stops = report.stop_rates(stopped)
+  assert stops == {"initial": pytest.approx(2 / 3), "ppo": pytest.approx(2 / 3)}
+  md = report.pm_table_md(table, stds, {"ppo": "pm"}, stops).splitlines()
+  assert md[0] == "| model | pm | stop rate |"
+  assert md[3] == "| ppo | **+1.000** | 0.667 |"

@@ -36,6 +36,8 @@ def fit_line(x, y) -> dict:
 
 
 def _fit_two(features, r) -> dict:
+  if len(r) < 3:  # two parameters: fewer than 3 points fit exactly and say nothing
+    return {"alpha": math.nan, "beta": math.nan, "r2": math.nan, "n": int(len(r))}
   coef, *_ = np.linalg.lstsq(features, r, rcond=None)
   pred = features @ coef
   ss_tot = float(np.sum(np.square(r - r.mean())))
@@ -152,7 +154,8 @@ TEST_PM_KEY = "objective/test_pm_stopped"
 
 
 def _series(history: Sequence[dict], key: str) -> np.ndarray:
-  return np.asarray([r.get(key, math.nan) for r in history], np.float64)
+  """One metric per row as floats; metrics.jsonl stores a non-finite value as a string."""
+  return np.asarray([float(r.get(key, math.nan)) for r in history], np.float64)
 
 
 def sqrt_kl(history: Sequence[dict]) -> np.ndarray:

@@ -41,7 +41,7 @@ def plot_curves(workdir: str, path: str) -> None:
     rows = [r for r in metrics_lib.read_metrics(files.join(workdir, stage)) if key in r]
     by_step = {r["step"]: r[key] for r in rows}
     steps = sorted(by_step)
-    ax.plot(steps, [by_step[s] for s in steps], lw=1)
+    ax.plot(steps, [float(by_step[s]) for s in steps], lw=1)  # "nan" is stored as a string
     ax.set_title(f"{stage}: {key}", fontsize=8)
     ax.tick_params(labelsize=7)
   fig.tight_layout()
@@ -180,7 +180,8 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   against = trained_against(models, list(pm_dirs))
   slope_pm = list(pm_dirs)[-1]  # the latest PM: the best judge the run has
   rep = elo_lib.report(games, reference="initial", judge="gold", seed=int(r.elo_seed),
-                       pm_means={m: row[slope_pm] for m, row in scores.items()})
+                       pm_means={m: row[slope_pm] for m, row in scores.items()
+                                 if math.isfinite(row[slope_pm])})  # NaN: no reply stopped
   rep["pm_slope_pm"] = slope_pm
   elo_lib.write(files.join(workdir, "elo.json"), rep)
   elo_lib.plot(rep, files.join(workdir, "elo.png"), "gold-judged Elo")

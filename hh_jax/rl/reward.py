@@ -6,7 +6,8 @@ stopped, normalized by the PM's reference mean/std (`normalize`), and `NO_STOP_P
 "EOS trick", or rambling to the length limit would be safe. PPO's rollout
 (`hh_jax.rl.rollout`) applies it to token ids, `PMScorer.reward` to texts with the
 sampler's stop flags (`stopped_flags`), which travel with the texts from the sampler;
-rejection sampling, online best-of-k and the report pick and score by the same rule.
+rejection sampling and online best-of-k pick by it, and the report shows its two parts (the
+PM score of the replies that stopped, the stop rate) apart.
 
 `PMScorer.from_workdir(pm_workdir)` loads the PM's config, tokenizer and latest params
 (only the params: an orbax partial restore into the scorer's own shardings) and the
