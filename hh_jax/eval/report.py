@@ -211,6 +211,10 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
         f"{pm_eval.get('reward', {}).get('std', math.nan):.3f}.", ""]
   if rs.get("gold_vs_k"):
     md += ["## Best-of-k (rejection sampling, PM picks)", "",
+           "The PM picks by PPO's reward (a reply that never stopped gets the no-stop "
+           "penalty; ties go to the earliest sample). `analytic_kl` = log k − (k−1)/k is exact "
+           "for distinct samples and an upper bound where they repeat: "
+           f"{rs.get('repeat_share', math.nan):.0%} of prompts drew a repeat.", "",
            _md_table([{"k": str(x["k"]), **x} for x in rs["gold_vs_k"]],
                      ["k", "analytic_kl", "gold", "gold_oracle", "selector_score"]), ""]
   md += ["## PPO", "",
