@@ -178,6 +178,17 @@ def test_rollout_old_logp_is_the_policy_and_update_uses_it(two_policies):
   out, _ = fn(params, ref, vparams, vparams, rollout_lib.pm_stats(0.0, 1.0), tokens, mask,
               cache, jax.random.PRNGKey(0))
   out = jax.device_get(out)
+  # The PM's mean/std are an argument of the program, not constants in it: other statistics
+  # reuse the compiled rollout (the online loop's PMs differ in them) and rescale the score.
+  again, _ = fn(params, ref, vparams, vparams, rollout_lib.pm_stats(1.0, 2.0), tokens, mask,
+                transformer.init_cache(cfg, 4, 14), jax.random.PRNGKey(0))
+  assert fn._cache_size() == 1  # pylint: disable=protected-access
+  assert 0 < out["stopped"].mean() < 1  # both sides of the reward's rule are exercised
+  np.testing.assert_allclose(np.asarray(again["pm_score"]), (out["pm_raw"] - 1.0) / 2.0,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(again["scores"]),
+                             np.where(out["stopped"], (out["pm_raw"] - 1.0) / 2.0, -3.0),
+                             rtol=1e-5, atol=1e-5)
   m = out["response_mask"].astype(bool)
   want = _np_logp(policy, params, out["tokens"], out["mask"], out["response"])
   want_ref = _np_logp(policy, ref, out["tokens"], out["mask"], out["response"])
