@@ -15,7 +15,6 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from hh_jax import files
 from hh_jax import metrics as metrics_lib
 from hh_jax.data import labelers
 from hh_jax.eval import kl_reward
