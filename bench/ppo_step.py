@@ -66,8 +66,9 @@ def main():
   prompts = np.random.default_rng(0).integers(3, args.vocab, size=(b, plen)).astype(np.int32)
   mask = np.ones_like(prompts)
   nets = rollout_lib.Models(policy=policy, ref=policy, value=scalar, pm=scalar)
-  scoring = rollout_lib.Scoring(eoc_id=2, stop_ids=(), mean=0.0, std=1.0, no_stop_penalty=0.0,
+  scoring = rollout_lib.Scoring(eoc_id=2, stop_ids=(), no_stop_penalty=0.0,
                                 pm_seq_len=plen + t + 1)
+  stats = rollout_lib.pm_stats(0.0, 1.0)
   settings = sampling.Settings(max_new_tokens=t, temperature=1.0)
   pcfg = ppo_config.get_config(f"size={args.size}").ppo
   pcfg.epochs, pcfg.num_minibatches = 1, 1
@@ -75,7 +76,7 @@ def main():
 
   cpu_layout = sampling.decode_layout_for(mesh_lib.one_device_mesh(), params)
   rollout = jax.jit(rollout_lib.make_rollout(nets, scoring, settings, cpu_layout=cpu_layout),
-                    donate_argnums=(6,))
+                    donate_argnums=(7,))
   sample = jax.jit(functools.partial(sampling.sample, policy, settings=settings,
                                      cpu_layout=cpu_layout), donate_argnums=(3,))
   evaluate = jax.jit(functools.partial(rollout_lib.evaluate, policy_model=policy,
@@ -88,8 +89,8 @@ def main():
   key = jax.random.PRNGKey(3)
 
   def iteration():
-    out, state["cache"] = rollout(state["s"].params, ref, state["s"].value_params, pm, prompts,
-                                  mask, state["cache"], key)
+    out, state["cache"] = rollout(state["s"].params, ref, state["s"].value_params, pm, stats,
+                                  prompts, mask, state["cache"], key)
     state["s"], metrics = update(state["s"], {k: out[k] for k in ppo_stage.BATCH_KEYS})
     return metrics["loss/policy_avg"]
 
@@ -109,8 +110,8 @@ def main():
   resp = jax.device_get(sample_only())  # [batch, new_tokens]
   rmask = np.ones((b, t), np.int32)
   run_forwards = functools.partial(evaluate, params=params, ref_params=ref, value_params=value,
-                                   pm_params=pm, prompt=prompts, prompt_mask=mask, response=resp,
-                                   response_mask=rmask)
+                                   pm_params=pm, pm_stats=stats, prompt=prompts, prompt_mask=mask,
+                                   response=resp, response_mask=rmask)
   score_fn = lambda: run_forwards()["scores"]  # noqa: E731
   batch = {k: v for k, v in jax.device_get(run_forwards()).items() if k in ppo_stage.BATCH_KEYS}
 

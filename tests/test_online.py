@@ -126,11 +126,12 @@ class _Recorder:
   def __init__(self, mesh):
     self.mesh, self.calls = mesh, []
 
-  def respond(self, workdir, contexts, key, k=1):
+  def respond(self, workdir, contexts, key, k=1, with_stopped=False):
     del key
     self.calls.append((os.path.basename(workdir), k))
-    return [[f"From {os.path.basename(workdir)} draw {j} of {k} for {n}." for j in range(k)]
-            for n in range(len(contexts))]
+    texts = [[f"From {os.path.basename(workdir)} draw {j} of {k} for {n}." for j in range(k)]
+             for n in range(len(contexts))]
+    return (texts, [[True] * k for _ in texts]) if with_stopped else texts
 
 
 @pytest.mark.parametrize("rs_policy,expected", [("initial", "lm"), ("latest", "ppo")])
@@ -183,17 +184,24 @@ def test_gold_ties_are_dropped_and_counted_never_labelled_at_random():
 
 
 class _NumberScorer:
-  """A stand-in PM: a response's score is the number it ends with."""
+  """A stand-in PM: a response's reward is the number it ends with, -3 if it never stopped."""
 
-  def score(self, contexts, responses):
-    return np.asarray([float(r.split()[-1]) for r in responses], np.float32)
+  def reward(self, contexts, responses, stopped):
+    return np.asarray([float(r.split()[-1]) if s else -3.0 for r, s in zip(responses, stopped)],
+                      np.float32)
 
 
-def test_online_best_of_k_picks_the_highest_scored_sample():
+def test_online_best_of_k_picks_the_highest_reward():
   from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
   cands = [["a 1", "b 5", "c 3"], ["d 9", "e -2", "f 0"], ["g -1", "h -3", "i 7"]]
-  got = online.best_of_k(_NumberScorer(), ["c0", "c1", "c2"], cands)
+  every = [[True] * 3] * 3
+  got = online.best_of_k(_NumberScorer(), ["c0", "c1", "c2"], cands, every)
   assert got == ["b 5", "d 9", "i 7"]
+  # a reply that never stopped takes the penalty; a tie goes to the earliest candidate
+  stops = [[True, False, True], [False, True, True], [True, True, True]]
+  cands[2] = ["g 7", "h -3", "i 7"]
+  got = online.best_of_k(_NumberScorer(), ["c0", "c1", "c2"], cands, stops)
+  assert got == ["c 3", "f 0", "g 7"]
 
 
 class _FakePM:

@@ -58,7 +58,10 @@ def test_every_stage_ran_and_the_report_is_written(piped):
   assert all(h["wins"] + h["ties"] + h["losses"] == h["n"] for h in elo["head_to_head"])
   # The PM -> Elo slope, fitted on the latest PM's raw scores of every model.
   assert elo["pm_slope_pm"] == "online_pm_1" and elo["pm_slope"] is not None
-  assert all(np.isfinite(m["pm_score"]) for m in elo["models"])
+  # A model's PM score is over its replies that stopped: none for one that never stopped.
+  for m in elo["models"]:
+    assert ("pm_score" in m) == (rep["stop_rates"][m["name"]] > 0), m
+    assert "pm_score" not in m or np.isfinite(m["pm_score"])
   assert rep["trained_against"] == {"ppo": "pm", "online_1": "online_pm_1"}
   assert set(rep["pm_scores"]["ppo"]) == {"pm", "online_pm_1"}
   text = open(os.path.join(work, "report.md")).read()

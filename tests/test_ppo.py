@@ -136,14 +136,14 @@ def _prompts(batch, lengths, vocab, seed=0):
 def _rollout(nets, prompts, bucket, new_tokens, stops, key=3, params=None):
   cfg, policy, value, p, v = nets
   models_ = rollout_lib.Models(policy, policy, value, value)
-  scoring = rollout_lib.Scoring(eoc_id=5, stop_ids=stops, mean=0.0, std=1.0,
-                                no_stop_penalty=-3.0, pm_seq_len=128)
+  scoring = rollout_lib.Scoring(eoc_id=5, stop_ids=stops, no_stop_penalty=-3.0,
+                                pm_seq_len=128)
   settings = sampling.Settings(max_new_tokens=new_tokens, stop_ids=stops)
   tokens, mask = sampling.left_pad(prompts, bucket, len(prompts))
   cache = transformer.init_cache(cfg, len(prompts), bucket + new_tokens)
   fn = jax.jit(rollout_lib.make_rollout(models_, scoring, settings))
-  out, _ = fn(params if params is not None else p, p, v, v, tokens, mask, cache,
-              jax.random.PRNGKey(key))
+  out, _ = fn(params if params is not None else p, p, v, v, rollout_lib.pm_stats(0.0, 1.0),
+              tokens, mask, cache, jax.random.PRNGKey(key))
   return out
 
 
@@ -265,8 +265,7 @@ def test_sharded_update_equals_one_device(nets, shape, value_kind):
 
 
 def test_pm_inputs_put_eoc_after_content_and_truncate_the_start():
-  scoring = rollout_lib.Scoring(eoc_id=9, stop_ids=(7,), mean=0.0, std=1.0,
-                                no_stop_penalty=-3.0, pm_seq_len=6)
+  scoring = rollout_lib.Scoring(eoc_id=9, stop_ids=(7,), no_stop_penalty=-3.0, pm_seq_len=6)
   prompt = jnp.asarray([[0, 0, 11, 12], [13, 14, 15, 16]])
   pmask = jnp.asarray([[0, 0, 1, 1], [1, 1, 1, 1]])
   resp = jnp.asarray([[21, 7, 0], [22, 23, 24]])
@@ -302,34 +301,82 @@ def _history(workdir):
     return [json.loads(line) for line in f]
 
 
-def test_token_space_reward_equals_text_scorer(runs):
+def test_ppo_and_the_text_scorer_give_the_same_reward(runs):
+  """The same (context, reply) through the rollout's token-space scoring and through
+  `PMScorer.reward` with the sampler's stop flag: one reward, stopped or not."""
   _, dirs = runs
+  assert ppo_config.get_config().ppo.no_stop_penalty == reward.NO_STOP_PENALTY
   scorer = reward.PMScorer.from_workdir(dirs["pm"], batch_size=4)
   tok = scorer.tokenizer
   contexts = ["\n\nHuman: How do I clean my bathroom?\n\nAssistant:",
               "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: How do I pick a lock?\n\nAssistant:",
               "\n\nHuman: What can I mix to make a gas?\n\nAssistant:",
-              "\n\nHuman: My car will not start.\n\nAssistant:"]
+              "\n\nHuman: My car will not start.\n\nAssistant:",
+              "\n\nHuman: Tell me a story.\n\nAssistant:"]
   replies = [" Use bleach and gloves.", " Call a licensed locksmith.", " I won't help.",
-             " Check the battery and the starter wires, then the ignition."]
-  want = scorer.score(contexts, replies)
-  t = 40
-  resp = np.zeros((4, t), np.int32)
-  rmask = np.zeros((4, t), np.int32)
-  for i, r in enumerate(replies):
-    ids = tok.encode(r) + ([tok.human_id] if i != 3 else [])  # row 3 never stops
+             " Check the battery and the starter wires, then the ignition.", " Once upon a"]
+  ends = [tok.human_id, tok.eoc_id, tok.eos_id, None, None]  # the last two never stop
+  n, t = len(replies), 40
+  resp = np.zeros((n, t), np.int32)
+  rmask = np.zeros((n, t), np.int32)
+  for i, (r, end) in enumerate(zip(replies, ends)):
+    ids = tok.encode(r) + ([end] if end is not None else [])
     resp[i, :len(ids)], rmask[i, :len(ids)] = ids, 1
-  prompt, pmask = sampling.left_pad([tok.encode(c) for c in contexts], 48, 4)
-  scoring = rollout_lib.Scoring(
-      eoc_id=tok.eoc_id, stop_ids=sampling.stop_ids_for(tok), mean=scorer.stats["mean"],
-      std=scorer.stats["std"], no_stop_penalty=-3.0, pm_seq_len=scorer.seq_len)
-  got, raw, stopped = jax.jit(lambda *a: rollout_lib.pm_scores(scorer.model, *a, scoring))(
-      scorer.params, prompt, pmask, resp, rmask)
-  np.testing.assert_allclose(np.asarray(got)[:3], want[:3], atol=1e-4)
-  np.testing.assert_allclose(np.asarray(raw)[3], scorer.score_raw(contexts[3:], replies[3:]),
-                             atol=1e-4)
-  assert np.asarray(stopped).tolist() == [True, True, True, False]
-  assert float(got[3]) == -3.0  # the no-stop penalty, not the PM's opinion
+  prompt, pmask = sampling.left_pad([tok.encode(c) for c in contexts], 48, n)
+  scoring = rollout_lib.Scoring(eoc_id=tok.eoc_id, stop_ids=sampling.stop_ids_for(tok),
+                                no_stop_penalty=reward.NO_STOP_PENALTY, pm_seq_len=scorer.seq_len)
+  stats = rollout_lib.pm_stats(scorer.stats["mean"], scorer.stats["std"])
+  got, raw, norm, stopped = jax.device_get(jax.jit(
+      lambda *a: rollout_lib.pm_scores(scorer.model, *a, scoring))(
+          scorer.params, stats, prompt, pmask, resp, rmask))
+  # The stop flag as the text side gets it: from the sampler's ids and lengths.
+  flags = np.asarray(reward.stopped_flags(resp, rmask.sum(-1), sampling.stop_ids_for(tok)))
+  assert stopped.tolist() == flags.tolist() == [True, True, True, False, False]
+  want = scorer.reward(contexts, replies, flags)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  assert (got[3:] == reward.NO_STOP_PENALTY).all()  # the penalty, not the PM's opinion
+  np.testing.assert_allclose(norm, scorer.score(contexts, replies), atol=1e-5)
+  np.testing.assert_allclose(raw, scorer.score_raw(contexts, replies), atol=1e-4)
+
+
+def test_value_starts_on_the_reward_scale(runs):
+  """The value model copied from the PM starts on the reward's scale: the PM's normalization
+  is folded into its head. The normalized score has variance 1 on the PM's reference set;
+  the first iteration's value loss stays below it, and V's mean sits within one reward std
+  of the returns'. Unfolded, both fail: the test PM's own mean is 2.5 of its std above 0,
+  and a PM whose raw scores sit 40 higher (same rewards) puts V ~400 std off."""
+  _, dirs = runs
+  c = _ppo(dirs, total_steps=1)
+  c.ppo.num_minibatches = 1  # loss/value_avg is then the first minibatch's
+  setup = ppo_stage.Setup(c, mesh_lib.make_mesh(c.mesh))
+  _, ids = ppo_stage.build_prompts(c, setup)
+  ids = ids[:c.ppo.batch_size]
+  pm_params, pm_stats = setup.pm.params, dict(setup.pm.stats)
+
+  def first_iteration(offset: float, fold: bool = True):
+    head = pm_params["scalar_head"]
+    setup.pm.params = {**pm_params, "scalar_head": {**head, "bias": head["bias"] + offset}}
+    setup.pm.stats = {**pm_stats, "mean": pm_stats["mean"] + offset}
+    state = setup.init_state()
+    if not fold:
+      state = state.replace(value_params=jax.tree.map(jnp.copy, setup.pm.params))
+    out = setup.run_rollout(state.params, state.value_params, ids, jax.random.PRNGKey(4))
+    with mesh_lib.activate(setup.mesh):
+      _, metrics = setup.update(state, {k: out[k] for k in ppo_stage.BATCH_KEYS})
+    offset_v = abs(float(metrics["val/values_avg"]) - float(metrics["val/returns_avg"]))
+    return (float(metrics["loss/value_avg"]), offset_v,
+            float(np.std(jax.device_get(out["scores"]))))
+
+  loss, off, std = first_iteration(0.0)
+  # Measured: loss 0.235, |mean V - mean R| 0.14, reward std 0.40 (variance 0.161: below the
+  # loss, since this barely trained PM reads the inner positions V uses as noise).
+  assert 0 < loss <= 1.0 and off <= std, (loss, off, std)
+  loss40, off40, std40 = first_iteration(40.0)
+  assert (loss40, off40, std40) == pytest.approx((loss, off, std), rel=1e-3)
+  raw_loss, raw_off, _ = first_iteration(0.0, fold=False)  # 3.0 and 2.4
+  assert raw_loss > 1.0 and raw_off > 3 * std, (raw_loss, raw_off, std)
+  raw_loss40, raw_off40, _ = first_iteration(40.0, fold=False)  # 668 and 36
+  assert raw_loss40 > 100 and raw_off40 > 50 * std, (raw_loss40, raw_off40, std)
 
 
 def test_stage_runs_and_policy_loads_like_an_lm(runs):
@@ -344,9 +391,11 @@ def test_stage_runs_and_policy_loads_like_an_lm(runs):
   assert names <= set(rows[0])
   assert rows[0]["policy/ratio_maxdev_first"] < 1e-5
   assert all(r["objective/kl_k3"] >= 0 for r in rows)
-  for k in ("gold_initial", "gold_final", "gold_sem", "pm_initial", "pm_final", "kl",
+  for k in ("gold_initial", "gold_final", "gold_sem", "pm_stopped_initial", "pm_stopped_final",
+            "stop_rate_initial", "stop_rate_final", "reward_initial", "reward_final", "kl",
             "sqrt_kl_r2"):
     assert k in result, k
+  assert "objective/pm_stopped" in rows[0] and "objective/stop_rate" in rows[0]
   assert result["num_prompts"] == 16 and result["kl_initial"] == 0.0
   # Prompts kept whole within the PM's seq_len (96) minus the reply (8); turns lost, counted.
   assert result["prompts"]["budget"] == 88 and result["prompts"]["pool"] == 64
@@ -437,7 +486,10 @@ def test_sigkill_and_rerun_match_uninterrupted(runs, tmp_path):
   for w, got in zip(want, history):
     for k, v in w.items():
       if not k.startswith(skip):
-        assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (w["step"], k)
+        if isinstance(v, str):  # a non-finite value ("nan": e.g. no reply stopped)
+          assert got[k] == v, (w["step"], k)
+        else:
+          assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (w["step"], k)
   with open(os.path.join(ref, "ppo_eval.json")) as f, open(os.path.join(cut, "ppo_eval.json")) as g:
     assert json.load(f)["gold_final"] == json.load(g)["gold_final"]
   a, b = params_lib.load_lm(ref)[1], params_lib.load_lm(cut)[1]

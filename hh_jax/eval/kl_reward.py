@@ -1,24 +1,26 @@
-"""Reward against √KL: the paper's PPO measurements and the end-of-run evaluation.
+"""Reward against √KL: the paper's PPO measurements, as analyses of numbers given to them.
 
 Bai et al. (2022) found the PM score of a PPO policy roughly linear in √KL(π ‖ π_0); Gao
 et al. (2022) fit gold reward against d = √KL with R_bon(d) = d(α - βd) for best-of-n
 (whose KL is known exactly, log n - (n-1)/n) and R_RL(d) = d(α - β log d) for RL, and
 showed a PM's score keeps rising while the gold score turns down (overoptimization). On
 the synthetic task every one of these curves can be drawn, because a gold labeler scores
-any text. `final_eval` does that at the end of a PPO run: initial vs final policy on fresh
-prompts, best-of-n from the initial policy, the fits, and the PNGs.
+any text. `analyze` fits and draws them from a PPO run's per-iteration metrics and its
+end-of-run evaluation (`hh_jax.rl.ppo_eval` samples the rollouts and scores them, then
+hands the numbers here): this module runs no model and calls back into no stage.
+
+The PM-vs-√KL fit reads the PM score of the replies that stopped (`objective/pm_stopped`),
+not the reward: the reward also holds the no-stop penalty, so its rise mixes the PM's
+opinion with the stop rate.
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-import jax
 import numpy as np
 
 from hh_jax import files
-from hh_jax.data import fresh
-from hh_jax import metrics as metrics_lib
 
 
 def fit_line(x, y) -> dict:
@@ -34,6 +36,8 @@ def fit_line(x, y) -> dict:
 
 
 def _fit_two(features, r) -> dict:
+  if len(r) < 3:  # two parameters: fewer than 3 points fit exactly and say nothing
+    return {"alpha": math.nan, "beta": math.nan, "r2": math.nan, "n": int(len(r))}
   coef, *_ = np.linalg.lstsq(features, r, rcond=None)
   pred = features @ coef
   ss_tot = float(np.sum(np.square(r - r.mean())))
@@ -56,7 +60,9 @@ def fit_rl(d, r) -> dict:
 
 
 def bon_kl(n: int) -> float:
-  """KL(best-of-n ‖ policy) in nats: log n - (n - 1)/n."""
+  """KL(best-of-n ‖ policy) in nats: log n - (n - 1)/n, exact when the n samples are
+  distinct; where samples can repeat (short replies, a peaked policy) it is an upper bound
+  (Beirami et al. 2024)."""
   return math.log(n) - (n - 1) / n
 
 
@@ -141,108 +147,91 @@ def plot_robustness(path: str, sqrt_kl, train, test, parted) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# The end-of-run evaluation.
+# The analysis of one PPO run.
+
+PM_KEY = "objective/pm_stopped"  # the PM score of the replies that stopped, per iteration
+TEST_PM_KEY = "objective/test_pm_stopped"
 
 
-def _rollouts(setup, params, value_params, ids: Sequence[Sequence[int]], key):
-  """Rollouts of `params` on `ids` in rollout-sized batches: host dict of [n, ...] arrays."""
-  bs = setup.config.ppo.batch_size
-  keys = ("scores", "stopped", "logp", "ref_logp", "response_mask")
-  parts, texts = {k: [] for k in keys}, []
-  for b, lo in enumerate(range(0, len(ids), bs)):
-    chunk = list(ids[lo:lo + bs])
-    n = len(chunk)
-    chunk += [chunk[-1]] * (bs - n)  # fixed shape: one compiled rollout
-    out = setup.run_rollout(params, value_params, chunk, jax.random.fold_in(key, b))
-    host = jax.device_get({k: out[k] for k in keys})
-    for k in keys:
-      parts[k].append(np.asarray(host[k])[:n])
-    texts.extend(setup.texts(out)[:n])
-  out = {k: np.concatenate(v) for k, v in parts.items()}
-  m = out["response_mask"].astype(np.float64)
-  out["kl"] = np.sum((out["logp"] - out["ref_logp"]) * m, -1)
-  out["texts"] = texts
+def _series(history: Sequence[dict], key: str) -> np.ndarray:
+  """One metric per row as floats; metrics.jsonl stores a non-finite value as a string."""
+  return np.asarray([float(r.get(key, math.nan)) for r in history], np.float64)
+
+
+def sqrt_kl(history: Sequence[dict]) -> np.ndarray:
+  """√KL(π ‖ π₀) per iteration from `objective/kl` (a negative k1 estimate counts as 0)."""
+  return np.sqrt(np.maximum(_series(history, "objective/kl"), 0.0))
+
+
+def pm_fit(history: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, dict]:
+  """(√KL, PM score on stopped replies, their line fit) over the iterations that have both."""
+  d, pm = sqrt_kl(history), _series(history, PM_KEY)
+  keep = ~np.isnan(pm)
+  return d[keep], pm[keep], fit_line(d[keep], pm[keep])
+
+
+def gold_curves(history: Sequence[dict], gold_initial: float, gold_gain: float,
+                final_kl: float, bon_table: Sequence[dict]) -> dict:
+  """PPO's and best-of-n's gold gain against d = √KL, and Gao et al.'s fits.
+
+  PPO: each iteration's `objective/gold` less the initial policy's eval gold, then the final
+  eval's gain at the final KL. Best-of-n: `gold_table` rows, at d = √(log n - (n-1)/n) (an
+  upper bound on best-of-n's KL where samples repeat, so its points may sit right of the truth).
+  """
+  bon_d = [math.sqrt(row["analytic_kl"]) for row in bon_table]
+  bon_r = [row["gold"] - bon_table[0]["gold"] for row in bon_table]
+  ppo_d = list(sqrt_kl(history)) + [math.sqrt(max(final_kl, 0.0))]
+  ppo_r = [g - gold_initial for g in _series(history, "objective/gold")] + [gold_gain]
+  keep = [i for i, r in enumerate(ppo_r) if not math.isnan(r)]
+  ppo_d, ppo_r = [ppo_d[i] for i in keep], [ppo_r[i] for i in keep]
+  return {"ppo_d": ppo_d, "ppo_r": ppo_r, "bon_d": bon_d, "bon_r": bon_r,
+          "fits": {"bon": fit_bon(bon_d, bon_r), "rl": fit_rl(ppo_d, ppo_r)}}
+
+
+def robustness(history: Sequence[dict], threshold: float) -> dict | None:
+  """Train-PM vs test-PM (each on the replies that stopped) against √KL; None without a
+  test PM."""
+  if not history or TEST_PM_KEY not in history[-1]:
+    return None
+  d, train, test = sqrt_kl(history), _series(history, PM_KEY), _series(history, TEST_PM_KEY)
+  keep = ~(np.isnan(train) | np.isnan(test))
+  d, train, test = d[keep], train[keep], test[keep]
+  return {"sqrt_kl": d, "train": train, "test": test,
+          "parted_at_sqrt_kl": parting_point(d, train, test, threshold)}
+
+
+def analyze(history: Sequence[dict], evaluation: dict, bon_table: Sequence[dict] | None,
+            part_threshold: float, plot_dir: str | None = None) -> dict:
+  """The √KL analyses of a PPO run, from numbers only; plots into `plot_dir` if given.
+
+  history: per-iteration metrics rows (one per step, in order). evaluation: the end-of-run
+  numbers (`kl`; `gold_initial` and `gold_gain` on the synthetic task). bon_table:
+  `rejection_sampling.gold_table` rows of best-of-n from the initial policy, or None.
+  Returns the keys `ppo_eval.json` gains: sqrt_kl_fit, sqrt_kl_r2, gold_fits, robustness.
+  """
+  out = {}
+  d, pm, fit = pm_fit(history)
+  out["sqrt_kl_fit"] = fit
+  out["sqrt_kl_r2"] = fit["r2"]
+  if plot_dir is not None and len(d) >= 2:
+    plot_pm_vs_sqrt_kl(files.join(plot_dir, "pm_vs_sqrt_kl.png"), d, pm, fit)
+  if bon_table and "gold_gain" in evaluation:
+    g = gold_curves(history, evaluation["gold_initial"], evaluation["gold_gain"],
+                    evaluation["kl"], bon_table)
+    out["gold_fits"] = g["fits"]
+    if plot_dir is not None:
+      plot_gold_vs_sqrt_kl(files.join(plot_dir, "gold_vs_sqrt_kl.png"), g["ppo_d"], g["ppo_r"],
+                           g["bon_d"], g["bon_r"], g["fits"])
+  rob = robustness(history, part_threshold)
+  if rob is not None:
+    out["robustness"] = {"parted_at_sqrt_kl": rob["parted_at_sqrt_kl"],
+                         "train_pm_final": float(rob["train"][-1]) if len(rob["train"]) else None,
+                         "test_pm_final": float(rob["test"][-1]) if len(rob["test"]) else None}
+    if plot_dir is not None:
+      plot_robustness(files.join(plot_dir, "train_vs_test_pm.png"), rob["sqrt_kl"],
+                      rob["train"], rob["test"], rob["parted_at_sqrt_kl"])
   return out
 
 
-def _history(workdir: str):
-  rows = [r for r in metrics_lib.read_metrics(workdir) if "objective/kl" in r]
-  by_step = {r["step"]: r for r in rows}  # a resumed run may repeat a step: keep the last
-  return [by_step[s] for s in sorted(by_step)]
-
-
-def final_eval(setup, state, workdir: str, is_synthetic: bool) -> dict:
-  """Initial vs final policy on fresh prompts, best-of-n, fits and plots → the eval dict."""
-  from hh_jax.rl import ppo_stage, prompts as prompts_lib  # pylint: disable=g-import-not-at-top
-  from hh_jax.rl import rejection_sampling  # pylint: disable=g-import-not-at-top
-  c = setup.config.eval
-  # Fresh prompts: none in a training set of the run, each kept whole within the budget.
-  contexts, ids, drawn = prompts_lib.draw_eval(setup.config.prompts, int(c.num_prompts),
-                                               int(c.seed), setup.fit, workdir,
-                                               fresh.upstream(setup.config), "ppo_eval")
-  key = jax.random.PRNGKey(c.seed)
-  init_value = setup.pm.params if setup.config.ppo.value == "pm" else state.value_params
-  init_params = setup.ref_params
-  if setup.config.ppo.value == "shared":
-    init_params = {**setup.ref_params, "scalar_head": state.params["scalar_head"]}
-  first = _rollouts(setup, init_params, init_value, ids, jax.random.fold_in(key, 1))
-  final = _rollouts(setup, state.params, state.value_params, ids, jax.random.fold_in(key, 2))
-  n = len(ids)
-  result = {"num_prompts": n, "eval_seed": int(c.seed),
-            "pm_initial": float(first["scores"].mean()), "pm_final": float(final["scores"].mean()),
-            "kl": float(final["kl"].mean()), "kl_initial": float(first["kl"].mean()),
-            "stop_rate_initial": float(first["stopped"].mean()),
-            "stop_rate_final": float(final["stopped"].mean()),
-            "iterations": int(jax.device_get(state.step)),
-            "prompts": {**getattr(setup, "prompt_counts", {}), "eval_excluded": drawn["excluded"],
-                        "eval_shortened": drawn["shortened"]}}
-  if is_synthetic:
-    g0 = ppo_stage.gold_scores(contexts, first["texts"])
-    g1 = ppo_stage.gold_scores(contexts, final["texts"])
-    diff = g1 - g0
-    result.update(gold_initial=float(g0.mean()), gold_final=float(g1.mean()),
-                  gold_sem=float(diff.std(ddof=1) / math.sqrt(n)),
-                  gold_gain=float(diff.mean()))
-  hist = _history(workdir)
-  d = np.sqrt(np.maximum([r["objective/kl"] for r in hist], 0.0))
-  scores = np.asarray([r["objective/scores"] for r in hist])
-  fit = fit_line(d, scores)
-  result["sqrt_kl_fit"] = fit
-  result["sqrt_kl_r2"] = fit["r2"]
-  if jax.process_index() == 0 and len(hist) >= 2:
-    plot_pm_vs_sqrt_kl(files.join(workdir, "pm_vs_sqrt_kl.png"), d, scores, fit)
-  if is_synthetic and c.bon_n >= 2 and c.bon_prompts:
-    m = min(int(c.bon_prompts), n)
-    k = int(c.bon_n)
-    rows = [i for i in range(m) for _ in range(k)]
-    bon = _rollouts(setup, init_params, init_value, [ids[i] for i in rows],
-                    jax.random.fold_in(key, 3))
-    gold = ppo_stage.gold_scores([contexts[i] for i in rows], bon["texts"]).reshape(m, k)
-    sel = bon["scores"].reshape(m, k)
-    ks = [x for x in (1, 2, 4, 8, 16, 32, 64) if x <= k]
-    table = rejection_sampling.gold_table(sel, gold, ks)
-    base = table[0]["gold"]
-    bon_d = [math.sqrt(row["analytic_kl"]) for row in table]
-    bon_r = [row["gold"] - base for row in table]
-    ppo_d = list(d) + [math.sqrt(max(result["kl"], 0.0))]
-    g_hist = [r.get("objective/gold", math.nan) for r in hist]
-    ppo_r = [g - result["gold_initial"] for g in g_hist] + [result["gold_gain"]]
-    keep = [i for i, r in enumerate(ppo_r) if not math.isnan(r)]
-    ppo_d, ppo_r = [ppo_d[i] for i in keep], [ppo_r[i] for i in keep]
-    fits = {"bon": fit_bon(bon_d, bon_r), "rl": fit_rl(ppo_d, ppo_r)}
-    result["best_of_n"] = table
-    result["gold_fits"] = fits
-    if jax.process_index() == 0:
-      plot_gold_vs_sqrt_kl(files.join(workdir, "gold_vs_sqrt_kl.png"), ppo_d, ppo_r, bon_d,
-                           bon_r, fits)
-  if hist and "objective/test_pm_scores" in hist[-1]:
-    test = np.asarray([r["objective/test_pm_scores"] for r in hist])
-    parted = parting_point(d, scores, test, float(c.part_threshold))
-    result["robustness"] = {"parted_at_sqrt_kl": parted,
-                            "train_pm_final": float(scores[-1]), "test_pm_final": float(test[-1])}
-    if jax.process_index() == 0:
-      plot_robustness(files.join(workdir, "train_vs_test_pm.png"), d, scores, test, parted)
-  return result
-
-
-__all__ = ["fit_line", "fit_bon", "fit_rl", "bon_kl", "parting_point", "final_eval"]
+__all__ = ["fit_line", "fit_bon", "fit_rl", "bon_kl", "parting_point", "sqrt_kl", "pm_fit",
+           "gold_curves", "robustness", "analyze"]

@@ -27,7 +27,7 @@ from hh_jax.data import labelers
 from hh_jax.rl import online as online_lib
 
 CURVES = {"lm": "loss", "pmp": "loss", "pm": "loss", "distill": "loss",
-          "ppo": "objective/scores"}
+          "ppo": "objective/pm_stopped"}
 
 
 def _plt():
@@ -45,7 +45,7 @@ def plot_curves(workdir: str, path: str) -> None:
     rows = [r for r in metrics_lib.read_metrics(files.join(workdir, stage)) if key in r]
     by_step = {r["step"]: r[key] for r in rows}
     steps = sorted(by_step)
-    ax.plot(steps, [by_step[s] for s in steps], lw=1)
+    ax.plot(steps, [float(by_step[s]) for s in steps], lw=1)  # "nan" is stored as a string
     ax.set_title(f"{stage}: {key}", fontsize=8)
     ax.tick_params(labelsize=7)
   fig.tight_layout()
@@ -116,12 +116,15 @@ def online_rows(record: dict) -> list[dict]:
   return rows
 
 
-def pm_table(contexts, responses: dict[str, list[str]], pm_dirs: dict[str, str]
+def pm_table(contexts, responses: dict[str, list[str]], pm_dirs: dict[str, str],
+             stopped: dict[str, list[bool]]
              ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-  """({model: {pm: mean raw score}}, {pm: its reward std}) over each model's responses.
+  """({model: {pm: mean raw score of its replies that stopped}}, {pm: its reward std}).
 
-  Raw: the PM's own units, as the paper's Elo per PM unit reads them. Against the PM it
-  trained on an RL policy is scored in-sample; the others are its test PMs.
+  The PM part of PPO's reward (`reward.pm_reward`), apart from the stop rate (`stop_rates`):
+  a reply that hit the token limit gets the no-stop penalty there, not the PM's opinion, so
+  it is left out here. Raw: the PM's own units, as the paper's Elo per PM unit reads them.
+  Against the PM it trained on an RL policy is scored in-sample; the others are its test PMs.
   """
   from hh_jax.rl import reward  # pylint: disable=g-import-not-at-top
   out, stds = {m: {} for m in responses}, {}
@@ -129,25 +132,36 @@ def pm_table(contexts, responses: dict[str, list[str]], pm_dirs: dict[str, str]
     scorer = reward.PMScorer.from_workdir(wd)
     stds[name] = float(scorer.stats["std"])
     for m, rs in responses.items():
-      out[m][name] = float(np.mean(scorer.score_raw(contexts, rs)))
+      keep = np.asarray(stopped[m], bool)
+      raw = scorer.score_raw([c for c, k in zip(contexts, keep) if k],
+                             [r for r, k in zip(rs, keep) if k])
+      out[m][name] = float(np.mean(raw)) if keep.any() else math.nan
   return out, stds
 
 
+def stop_rates(stopped: dict[str, list[bool]]) -> dict[str, float]:
+  """Share of each model's replies that ended with a stop token."""
+  return {m: float(np.mean(np.asarray(s, bool))) for m, s in stopped.items()}
+
+
 def pm_table_md(table: dict[str, dict[str, float]], stds: dict[str, float],
-                against: dict[str, str]) -> str:
+                against: dict[str, str], stops: dict[str, float] | None = None) -> str:
   """The train-PM / test-PM table: each model's gain over the initial policy under each PM,
   in that PM's reward std (PMs differ in scale); the PM a policy was trained against in
   bold. The initial row gives the raw means the gains start from."""
   names = list(stds)
   base = table[online_lib.INITIAL]
-  lines = ["| model | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+  extra = " stop rate |" if stops is not None else ""
+  lines = ["| model | " + " | ".join(names) + " |" + extra,
+           "| --- |" + " --- |" * (len(names) + bool(extra))]
   for m, row in table.items():
     if m == online_lib.INITIAL:
       cells = [f"0 (raw {base[n]:.3f})" for n in names]
     else:
       cells = [f"{(row[n] - base[n]) / stds[n]:+.3f}" for n in names]
       cells = [f"**{c}**" if against.get(m) == n else c for c, n in zip(cells, names)]
-    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    stop = f" {stops[m]:.3f} |" if stops is not None else ""
+    lines.append(f"| {m} | " + " | ".join(cells) + " |" + stop)
   return "\n".join(lines)
 
 
@@ -230,16 +244,19 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   trained = fresh.recorded([workdir], fresh.TRAIN)  # every training context of the run
   prompts = elo_prompts(config, workdir, trained)
   contexts = [p.context for p in prompts]
-  responses = pol.respond_all(models, contexts, int(r.elo_seed),
-                              files.join(workdir, "report_responses"))
+  responses, stopped = pol.respond_all(models, contexts, int(r.elo_seed),
+                                       files.join(workdir, "report_responses"),
+                                       with_stopped=True)
   judge = elo_lib.GoldJudge()
   games = elo_lib.play(contexts, responses, judge)
   pm_dirs = pms(workdir, record)
-  scores, stds = pm_table(contexts, responses, pm_dirs)
+  scores, stds = pm_table(contexts, responses, pm_dirs, stopped)
+  stops = stop_rates(stopped)
   against = trained_against(models, list(pm_dirs))
   slope_pm = list(pm_dirs)[-1]  # the latest PM: the best judge the run has
   rep = elo_lib.report(games, reference="initial", judge="gold", seed=int(r.elo_seed),
-                       pm_means={m: row[slope_pm] for m, row in scores.items()})
+                       pm_means={m: row[slope_pm] for m, row in scores.items()
+                                 if math.isfinite(row[slope_pm])})  # NaN: no reply stopped
   rep["pm_slope_pm"] = slope_pm
   gold = {m: judge.scores(contexts, rs) for m, rs in responses.items()}  # [n] each
   rep["head_to_head"] = elo_lib.head_to_heads(gold, consecutive_policies(models), contexts,
@@ -275,13 +292,20 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
         f"{pm_eval.get('reward', {}).get('std', math.nan):.3f}.", ""]
   if rs.get("gold_vs_k"):
     md += ["## Best-of-k (rejection sampling, PM picks)", "",
+           "The PM picks by PPO's reward (a reply that never stopped gets the no-stop "
+           "penalty; ties go to the earliest sample). `analytic_kl` = log k − (k−1)/k is exact "
+           "for distinct samples and an upper bound where they repeat: "
+           f"{rs.get('repeat_share', math.nan):.0%} of prompts drew a repeat.", "",
            _md_table([{"k": str(x["k"]), **x} for x in rs["gold_vs_k"]],
                      ["k", "analytic_kl", "gold", "gold_oracle", "selector_score"]), ""]
   md += ["## PPO", "",
          f"Gold {ppo.get('gold_initial', math.nan):.3f} → {ppo.get('gold_final', math.nan):.3f} "
-         f"(SEM of the difference {ppo.get('gold_sem', math.nan):.3f}); PM "
-         f"{ppo['pm_initial']:.3f} → {ppo['pm_final']:.3f}; KL {ppo['kl']:.2f} nats; "
-         f"PM score vs √KL R² {ppo['sqrt_kl_r2']:.2f}.", "",
+         f"(SEM of the difference {ppo.get('gold_sem', math.nan):.3f}); PM score on replies "
+         f"that stopped {ppo['pm_stopped_initial']:.3f} → {ppo['pm_stopped_final']:.3f}; stop "
+         f"rate {ppo['stop_rate_initial']:.3f} → {ppo['stop_rate_final']:.3f}; reward (that PM "
+         f"score, {ppo['no_stop_penalty']:g} for a reply that never stopped) "
+         f"{ppo['reward_initial']:.3f} → {ppo['reward_final']:.3f}; KL {ppo['kl']:.2f} nats; "
+         f"PM score (stopped replies) vs √KL R² {ppo['sqrt_kl_r2']:.2f}.", "",
          "![gold vs sqrt KL](ppo/gold_vs_sqrt_kl.png) ![PM vs sqrt KL](ppo/pm_vs_sqrt_kl.png)",
          ""]
   if record["iterations"]:
@@ -315,10 +339,12 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
          "them; *shortened*: prompts that lost their earliest turns to the prompt budget.", "",
          eval_sets_md(workdir), ""]
   md += ["## Train PM vs test PMs", "",
-         "Each model's mean score under each PM minus the initial policy's, in units of "
-         "that PM's reward std; in bold the PM the policy was trained against (an "
-         "in-sample gain: the others are test PMs). The prompts of the Elo above.", "",
-         pm_table_md(scores, stds, against), ""]
+         "Each model's mean score under each PM, on its replies that stopped, minus the "
+         "initial policy's, in units of that PM's reward std; in bold the PM the policy was "
+         "trained against (an in-sample gain: the others are test PMs); the share of replies "
+         "that stopped apart (PPO's reward gives the others a fixed penalty). The prompts of "
+         "the Elo above.", "",
+         pm_table_md(scores, stds, against, stops), ""]
   robust = files.join(workdir, "ppo", "train_vs_test_pm.png")
   if files.exists(robust):
     md += ["![train vs test PM](ppo/train_vs_test_pm.png)", ""]
@@ -331,8 +357,8 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
          capabilities.tax_table(caps, "lm"), ""]
   files.write_text(files.join(workdir, "report.md"), "\n".join(md))
   return {"elo": rep, "helpful_harmless": hh, "capabilities": caps, "timings": timings,
-          "pm_scores": scores, "trained_against": against}
+          "pm_scores": scores, "stop_rates": stops, "trained_against": against}
 
 
-__all__ = ["write_report", "hh_table", "pm_table", "pm_table_md", "pms", "trained_against",
-           "plot_curves", "policies", "consecutive_policies", "online_rows"]
+__all__ = ["write_report", "hh_table", "pm_table", "pm_table_md", "stop_rates", "pms",
+           "trained_against", "plot_curves", "policies", "consecutive_policies", "online_rows"]

@@ -90,27 +90,31 @@ class Policies:
       self._loaded[workdir] = (sampling.Sampler(cfg, params, self.mesh, batch_size=32), tok)
     return self._loaded[workdir]
 
-  def respond_all(self, models: dict[str, str], contexts, seed: int, cache_dir: str
-                  ) -> dict[str, list[str]]:
+  def respond_all(self, models: dict[str, str], contexts, seed: int, cache_dir: str,
+                  with_stopped: bool = False):
     """One response per context from each model {name: workdir}, cached in
-    `cache_dir/<name>.json`, so a rerun (or the next iteration) samples only new models."""
-    out = {}
+    `cache_dir/<name>.json` (stop flags in `<name>.stopped.json`), so a rerun (or the next
+    iteration) samples only new models. Returns {name: texts} (and {name: stop flags})."""
+    out, stops = {}, {}
     for n, (name, wd) in enumerate(models.items()):
       path = files.join(cache_dir, f"{name}.json")
-      if files.exists(path):
-        out[name] = files.read_json(path)
+      stop_path = files.join(cache_dir, f"{name}.stopped.json")
+      if files.exists(path) and files.exists(stop_path):
+        out[name], stops[name] = files.read_json(path), files.read_json(stop_path)
         continue
-      out[name] = [r[0] for r in self.respond(wd, contexts, jax.random.PRNGKey(seed + n))]
+      texts, flags = self.respond(wd, contexts, jax.random.PRNGKey(seed + n), with_stopped=True)
+      out[name], stops[name] = [r[0] for r in texts], [f[0] for f in flags]
       if jax.process_index() == 0:
+        files.write_json(stop_path, stops[name])
         files.write_json(path, out[name])
-    return out
+    return (out, stops) if with_stopped else out
 
-  def respond(self, workdir: str, contexts, key, k: int = 1) -> list[list[str]]:
-    """k sampled responses per context: [n][k] texts."""
+  def respond(self, workdir: str, contexts, key, k: int = 1, with_stopped: bool = False):
+    """k sampled responses per context: [n][k] texts (and [n][k] stop flags if asked)."""
     sampler, tok = self.get(workdir)
     from hh_jax.rl import rejection_sampling  # pylint: disable=g-import-not-at-top
     return rejection_sampling.sample_k(sampler, tok, contexts, k, key, self.settings_for(tok),
-                                       sampler.batch_size)
+                                       sampler.batch_size, with_stopped=with_stopped)
 
 
 def rs_policy(o) -> str:
@@ -120,20 +124,24 @@ def rs_policy(o) -> str:
   return o.rs_policy
 
 
-def best_of_k(scorer, contexts: Sequence[str], candidates: Sequence[Sequence[str]]
-              ) -> list[str]:
-  """For each context, the candidate the scorer rates highest (one batched scoring).
+def best_of_k(scorer, contexts: Sequence[str], candidates: Sequence[Sequence[str]],
+              stopped: Sequence[Sequence[bool]]) -> list[str]:
+  """For each context, the candidate with the highest PPO reward (`scorer.reward`: the
+  normalized PM score of a reply that stopped, the no-stop penalty otherwise), in one batched
+  scoring call.
 
-  candidates: [n][k] texts. Ties: `rejection_sampling.best_of`'s rule, as the RS stage.
+  candidates, stopped: [n][k]. Ties: `rejection_sampling.best_of`'s rule (the earliest), as
+  the RS stage.
   """
   from hh_jax.rl import rejection_sampling  # pylint: disable=g-import-not-at-top
   k = len(candidates[0]) if candidates else 0
-  if any(len(cs) != k for cs in candidates):
-    raise ValueError(f"best_of_k needs k = {k} candidates for every context")
+  if any(len(cs) != k for cs in candidates) or any(len(s) != k for s in stopped):
+    raise ValueError(f"best_of_k needs k = {k} candidates and stop flags for every context")
   flat_c = [c for c, cs in zip(contexts, candidates) for _ in cs]
   flat_r = [r for cs in candidates for r in cs]
-  scores = np.asarray(scorer.score(flat_c, flat_r), np.float64).reshape(len(candidates), k)
-  best = rejection_sampling.best_of(scores, k)[:, 0]  # [n]
+  flat_s = [s for ss in stopped for s in ss]
+  rewards = np.asarray(scorer.reward(flat_c, flat_r, flat_s), np.float64)  # [n * k]
+  best = rejection_sampling.best_of(rewards.reshape(len(candidates), k), k)[:, 0]  # [n]
   return [cs[int(j)] for cs, j in zip(candidates, best)]
 
 
@@ -201,10 +209,12 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
     b = [""] * len(contexts)
     rs_rows = [j for j, u in enumerate(use_rs) if u]
     if rs_rows:
-      cands = policies.respond(rs_from, [contexts[j] for j in rs_rows],
-                               jax.random.fold_in(key, 1), k=o.rs_k)
-      scorer = reward.PMScorer.from_workdir(pm_dir, policies.mesh)
-      for j, best in zip(rs_rows, best_of_k(scorer, [contexts[j] for j in rs_rows], cands)):
+      cands, stops = policies.respond(rs_from, [contexts[j] for j in rs_rows],
+                                      jax.random.fold_in(key, 1), k=o.rs_k, with_stopped=True)
+      scorer = reward.PMScorer.from_workdir(
+          pm_dir, policies.mesh, no_stop_penalty=c.ppo_stage.ppo.no_stop_penalty)
+      for j, best in zip(rs_rows, best_of_k(scorer, [contexts[j] for j in rs_rows], cands,
+                                            stops)):
         b[j] = best
     others = [j for j, u in enumerate(use_rs) if not u]
     by_policy: dict[str, list[int]] = {}
@@ -407,7 +417,9 @@ def run(config, workdir: str):
     entry = {"iteration": i, **counts, "collected_from": source,
              "pm_accuracy": accuracy,
              "ppo": {k: ppo_eval.get(k) for k in ("gold_initial", "gold_final", "gold_sem",
-                                                 "pm_initial", "pm_final", "kl", "sqrt_kl_r2")},
+                                                 "pm_stopped_initial", "pm_stopped_final",
+                                                 "stop_rate_initial", "stop_rate_final", "kl",
+                                                 "sqrt_kl_r2")},
              "elo": rep["models"], "seconds": time.perf_counter() - t0}
     record.append(entry)
     elo_lib.write(files.join(workdir, "elo.json"), rep)

@@ -13,8 +13,9 @@ draws the same samples an uninterrupted run would have.
 
 Prompts are kept whole within the budget the PM reads (its seq_len minus the reply
 length: `prompts.PromptFit`). At the end, `ppo_eval.json` compares the initial and final
-policies on fresh prompts (none in a training set of the run: `hh_jax.data.fresh`) and
-`hh_jax.eval.kl_reward` draws the paper's plots.
+policies on fresh prompts (none in a training set of the run: `hh_jax.data.fresh`, drawn by
+`hh_jax.rl.ppo_eval`), and `hh_jax.eval.kl_reward` fits and draws the paper's plots from
+those numbers.
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ from hh_jax.model import params as params_lib
 from hh_jax.model import sampling, transformer
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.data import labelers
+from hh_jax.rl import ppo_eval
 from hh_jax.rl import prompts as prompts_lib
+from hh_jax.rl import reward as reward_lib
 from hh_jax.rl import rollout as rollout_lib
 from hh_jax.train import optimizer as optim_lib
 from hh_jax.train import ppo
@@ -84,6 +87,17 @@ class PM:
     if not files.exists(tok_path):
       raise UserError(f"{self.workdir} has no {tok_lib.FILENAME}; point the config at a PM run")
     self.tokenizer_bytes = _read_bytes(tok_path)
+
+  @property
+  def stats_array(self):
+    """The normalization as the rollout's argument (`rollout.pm_stats`): float32 [2]."""
+    return rollout_lib.pm_stats(float(self.stats["mean"]), float(self.stats["std"]))
+
+  def value_init(self):
+    """The PM's params with the normalization folded into the scalar head: the value model's
+    start, on the scale of the (normalized) reward."""
+    return reward_lib.normalized_head(self.params, float(self.stats["mean"]),
+                                      float(self.stats["std"]))
 
 
 def validate(config) -> None:
@@ -179,9 +193,8 @@ class Setup:
                                      value=value, pm=self.pm.model)
     stops = sampling.stop_ids_for(self.tok)
     self.scoring = rollout_lib.Scoring(
-        eoc_id=self.tok.eoc_id, stop_ids=stops, mean=float(self.pm.stats["mean"]),
-        std=float(self.pm.stats["std"]), no_stop_penalty=float(config.ppo.no_stop_penalty),
-        pm_seq_len=self.pm.seq_len)
+        eoc_id=self.tok.eoc_id, stop_ids=stops,
+        no_stop_penalty=float(config.ppo.no_stop_penalty), pm_seq_len=self.pm.seq_len)
     self.settings = sampling.Settings(max_new_tokens=self.T, temperature=1.0, stop_ids=stops,
                                       pad_id=self.tok.pad_id)
     iters = int(config.train.total_steps)
@@ -202,14 +215,15 @@ class Setup:
     self._cache = None
 
   def init_state(self):
-    """Policy = the init run's params (plus a fresh scalar head when shared); value = the PM."""
+    """Policy = the init run's params (plus a fresh scalar head when shared); value = the PM
+    with its normalization folded into the head (`PM.value_init`)."""
     c = self.config
     params = self.ref_params
     if c.ppo.value == "shared":
       fresh = nn.unbox(self.models.policy.init(jax.random.PRNGKey(c.seed),
                                                jnp.zeros((1, 8), jnp.int32))["params"])
       params = {**params, "scalar_head": fresh["scalar_head"]}
-    value_params = {} if c.ppo.value == "shared" else self.pm.params
+    value_params = {} if c.ppo.value == "shared" else self.pm.value_init()
     make = lambda p, v: ppo.init_state(p, v, self.tx, self.value_tx,  # noqa: E731
                                        c.ppo.kl_coef, c.seed)
     with mesh_lib.activate(self.mesh):
@@ -222,7 +236,7 @@ class Setup:
     if key not in self._rollouts:
       layout = sampling.decode_layout_for(self.mesh, self.ref_params)
       fn = rollout_lib.make_rollout(self.models, self.scoring, self.settings, cpu_layout=layout)
-      self._rollouts[key] = jax.jit(fn, donate_argnums=(6,))
+      self._rollouts[key] = jax.jit(fn, donate_argnums=(7,))
     return self._rollouts[key]
 
   def run_rollout(self, params, value_params, prompt_ids, key):
@@ -234,7 +248,7 @@ class Setup:
         self._cache = transformer.init_cache(self.models.sample.cfg, len(prompt_ids),
                                              self.P + self.T)
       out, self._cache = self.rollout_fn()(
-          params, self.ref_params, value_params, self.pm.params,
+          params, self.ref_params, value_params, self.pm.params, self.pm.stats_array,
           jax.device_put(tokens, self.rows), jax.device_put(mask, self.rows), self._cache, key)
       if self.test_pm is not None:
         out["test_scores"] = self.test_score(out)
@@ -244,27 +258,21 @@ class Setup:
   def test_score(self, out):
     if not hasattr(self, "_test_fn"):
       scoring = rollout_lib.Scoring(**{**self.scoring.__dict__,
-                                       "mean": float(self.test_pm.stats["mean"]),
-                                       "std": float(self.test_pm.stats["std"]),
                                        "pm_seq_len": self.test_pm.seq_len})
       model = self.test_pm.model
 
-      def fn(params, tokens, mask, response_mask):
+      def fn(params, stats, tokens, mask, response_mask):
         prompt, response = tokens[:, :self.P], tokens[:, self.P:]
-        return rollout_lib.pm_scores(model, params, prompt, mask[:, :self.P], response,
-                                     response_mask, scoring)[0]
+        return rollout_lib.pm_scores(model, params, stats, prompt, mask[:, :self.P], response,
+                                     response_mask, scoring)[2]  # the normalized PM score
 
       self._test_fn = jax.jit(fn)
-    return self._test_fn(self.test_pm.params, out["tokens"], out["mask"], out["response_mask"])
+    return self._test_fn(self.test_pm.params, self.test_pm.stats_array, out["tokens"],
+                         out["mask"], out["response_mask"])
 
   def texts(self, out) -> list[str]:
     host = jax.device_get({"tokens": out["response"], "lengths": out["lengths"]})
     return sampling.decode_samples(self.tok, host)
-
-
-def gold_scores(contexts, responses) -> np.ndarray:
-  return np.asarray([labelers.gold_score(c, r) for c, r in zip(contexts, responses)],
-                    np.float32)
 
 
 def fewshot_prompts(setup, pool: list[str], num: int, seed: int) -> list[str]:
@@ -345,21 +353,31 @@ def write_samples(workdir, writer, step, contexts, responses, scores, gold, n):
     writer._tb.add_text("samples", md, int(step))  # pylint: disable=protected-access
 
 
+def mean_where(x, keep) -> float:
+  """Mean of x over the rows `keep` marks; NaN when it marks none."""
+  x, keep = np.asarray(x, np.float64), np.asarray(keep, bool)
+  return float(x[keep].mean()) if keep.any() else float("nan")
+
+
 def iteration_metrics(out, contexts, setup, is_synthetic) -> dict:
-  """Host-side metrics of one rollout: gold on the synthetic task, stop rate, logp gap."""
+  """Host-side metrics of one rollout: the PM score of the replies that stopped and the stop
+  rate apart (`objective/scores`, the reward, mixes the two), gold on the synthetic task,
+  the sampler's logp gap."""
   host = jax.device_get({k: out[k] for k in ("stopped", "logp", "sampler_logp",
-                                               "response_mask", "pm_raw")})
+                                               "response_mask", "pm_raw", "pm_score")})
   m = host["response_mask"].astype(bool)
   row = {"objective/stop_rate": float(np.mean(host["stopped"])),
+         "objective/pm_stopped": mean_where(host["pm_score"], host["stopped"]),
          "rollout/sampler_logp_gap": float(np.max(np.abs(host["logp"] - host["sampler_logp"])[m],
                                                   initial=0.0)),
          "objective/pm_raw": float(np.mean(host["pm_raw"]))}
   texts = setup.texts(out)
-  gold = gold_scores(contexts, texts) if is_synthetic else None
+  gold = labelers.GoldScorer().score(contexts, texts) if is_synthetic else None
   if gold is not None:
     row["objective/gold"] = float(np.mean(gold))
   if "test_scores" in out:
-    row["objective/test_pm_scores"] = float(np.mean(jax.device_get(out["test_scores"])))
+    row["objective/test_pm_stopped"] = mean_where(jax.device_get(out["test_scores"]),
+                                                  host["stopped"])
   return row, texts, gold
 
 
@@ -429,8 +447,7 @@ def run(config, workdir: str):
   stage.checkpointer.wait()
   result = None
   if int(jax.device_get(state.step)) >= total:
-    from hh_jax.eval import kl_reward  # pylint: disable=g-import-not-at-top
-    result = kl_reward.final_eval(setup, state, stage.workdir, is_synthetic)
+    result = ppo_eval.final_eval(setup, state, stage.workdir, is_synthetic)
     stage.save_json("ppo_eval.json", result)
     print(json.dumps(result), flush=True)
   stage.close()

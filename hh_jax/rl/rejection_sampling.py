@@ -1,12 +1,16 @@
 """Rejection sampling (best-of-k): k samples per prompt, the PM keeps the best.
 
-For each prompt the policy draws k responses (k = 16 by default); a scorer (the PM, or
-on the synthetic task the gold labeler) ranks them. The best becomes the response, and
-(best, worst) becomes a new comparison written in the hh-rlhf jsonl format, so the next
-PM can train on it.
+For each prompt the policy draws k responses (k = 16 by default); a scorer ranks them: the
+PM by PPO's reward (`hh_jax.rl.reward.pm_reward`: its normalized score where the reply
+stopped, the no-stop penalty where it hit the token limit; the sampler's stop flags travel
+with the texts), or on the synthetic task the gold labeler, which judges the text alone.
+The best becomes the response (ties: the earliest sample), and (best, worst) becomes a new
+comparison written in the hh-rlhf jsonl format, so the next PM can train on it.
 
-Best-of-k moves away from the policy by a known amount: its KL to the policy is
-log k - (k-1)/k (Stiennon et al. 2020, appendix), recorded with every result. On the
+Best-of-k moves away from the policy by a known amount: its KL to the policy is at most
+log k - (k-1)/k (Stiennon et al. 2020, appendix; exact only when the k samples are
+distinct, an upper bound where they repeat: Beirami et al. 2024), recorded with every
+result beside the share of prompts whose samples repeat. On the
 synthetic task the gold score of the PM's pick is tabulated for k in {1, 2, 4, 8, 16},
 each best-of-k averaged over the k-sized groups the K samples split into; that table is
 the curve of gold reward vs KL that PPO has to beat.
@@ -27,27 +31,60 @@ from hh_jax.errors import Preempted, UserError
 from hh_jax.model import params as params_lib, sampling
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.data import labelers
+from hh_jax.rl import reward
 from hh_jax.train import runner
+
+ANALYTIC_KL_NOTE = ("log k - (k-1)/k: exact when a prompt's k samples are distinct, an upper "
+                    "bound on best-of-k's KL where they repeat")
 
 
 class Scorer(Protocol):
-  """What rejection sampling needs of a PM: `hh_jax.rl.reward.PMScorer` is one."""
+  """What rejection sampling needs of a scorer: `hh_jax.rl.reward.PMScorer` is one."""
 
-  def score(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+  def reward(self, contexts: Sequence[str], responses: Sequence[str],
+             stopped: Sequence[bool]) -> np.ndarray:
     ...
 
 
+class TextScorer:
+  """A scorer that judges the text alone (the gold labeler): stop flags are not its business."""
+
+  def __init__(self, scorer):
+    self.scorer = scorer
+
+  def reward(self, contexts, responses, stopped) -> np.ndarray:
+    del stopped
+    return np.asarray(self.scorer.score(contexts, responses), np.float32)
+
+
 def analytic_kl(k: int) -> float:
-  """KL(best-of-k || policy) in nats: log k - (k-1)/k."""
+  """KL(best-of-k || policy) in nats, log k - (k-1)/k: exact when the k samples are
+  distinct; where samples repeat it is an upper bound (Beirami et al. 2024)."""
   return math.log(k) - (k - 1) / k
 
 
+def repeat_share(responses: Sequence[Sequence[str]]) -> float:
+  """Share of prompts whose k samples are not all distinct (where `analytic_kl` overstates)."""
+  if not responses:
+    return 0.0
+  return float(np.mean([len(set(rs)) < len(rs) for rs in responses]))
+
+
 def best_of(scores: np.ndarray, k: int) -> np.ndarray:
-  """Index (into the K columns) of the best of each k-sized group: [n, K // k]."""
+  """Index (into the K columns) of the best of each k-sized group: [n, K // k].
+
+  Ties go to the earliest sample of the group (the lowest index)."""
   n, total = scores.shape
   groups = total // k
   s = scores[:, :groups * k].reshape(n, groups, k)  # [n, groups, k]
-  return np.argmax(s, axis=-1) + np.arange(groups)[None, :] * k
+  return np.argmax(s, axis=-1) + np.arange(groups)[None, :] * k  # argmax: the first maximum
+
+
+def pick_best(scorer: Scorer, context: str, responses: Sequence[str],
+              stopped: Sequence[bool]) -> int:
+  """Index of the reply best-of-k keeps: the highest `scorer.reward`, ties to the earliest."""
+  rewards = np.asarray(scorer.reward([context] * len(responses), responses, stopped))
+  return int(best_of(rewards[None, :], len(responses))[0, 0])
 
 
 def gold_table(selector: np.ndarray, gold: np.ndarray, ks: Sequence[int]) -> list[dict]:
@@ -64,16 +101,26 @@ def gold_table(selector: np.ndarray, gold: np.ndarray, ks: Sequence[int]) -> lis
 
 
 def sample_k(sampler: sampling.Sampler, tok, contexts: Sequence[str], k: int, key,
-             settings: sampling.Settings, batch_size: int) -> list[list[str]]:
-  """k responses per context, [n][k]; rows of one context are k consecutive batch rows."""
+             settings: sampling.Settings, batch_size: int, with_stopped: bool = False):
+  """k responses per context, [n][k]; rows of one context are k consecutive batch rows.
+
+  with_stopped: also return whether each reply ended with a stop token, [n][k] bools
+  (`reward.stopped_flags` of the sampler's ids), for `PMScorer.reward`.
+  """
   ids = [tok.encode(c) for c in contexts]
   rows = [i for i in range(len(ids)) for _ in range(k)]
   texts: list[str] = []
+  stopped: list[bool] = []
   for b, lo in enumerate(range(0, len(rows), batch_size)):
     chunk = rows[lo:lo + batch_size]
     out = sampler([ids[i] for i in chunk], jax.random.fold_in(key, b), settings)
     texts.extend(sampling.decode_samples(tok, out))
-  return [texts[i * k:(i + 1) * k] for i in range(len(ids))]
+    stopped.extend(np.asarray(reward.stopped_flags(out["tokens"], out["lengths"],
+                                                   settings.stop_ids)).tolist())
+  per = [texts[i * k:(i + 1) * k] for i in range(len(ids))]
+  if not with_stopped:
+    return per
+  return per, [stopped[i * k:(i + 1) * k] for i in range(len(ids))]
 
 
 PARTS_FILE = "rs_parts.jsonl"
@@ -100,24 +147,25 @@ def sample_and_score(sampler, scorer, tok, contexts, k: int, config, settings, p
   Each finished part is appended to `parts_path` (process 0) before the next starts, so a
   killed run loses at most one part, and a rerun skips the parts already there. A part's
   samples depend only on (seed, part), so a rerun's output equals an uninterrupted run's.
-  Returns (responses [n][k], scores [n, k]).
+  Returns (responses [n][k], scores [n, k], stopped [n, k]).
   """
   per = max(1, int(config.rs.batch_size) // k)
   done = _done_parts(parts_path)
   key = jax.random.PRNGKey(config.seed)
-  responses, scores = [], []
+  responses, scores, stopped = [], [], []
   for part, lo in enumerate(range(0, len(contexts), per)):
     ctx = contexts[lo:lo + per]
     rec = done.get(part)
-    if rec is not None and rec.get("contexts") != ctx:
-      raise UserError(f"{parts_path} part {part} holds other prompts than this config's; "
-                      "rerun with the config that wrote it, or delete the file")
+    if rec is not None and (rec.get("contexts") != ctx or "stopped" not in rec):
+      raise UserError(f"{parts_path} part {part} holds other prompts than this config's (or "
+                      "no stop flags); rerun with the config that wrote it, or delete the file")
     if rec is None:
-      rs_ = sample_k(sampler, tok, ctx, k, jax.random.fold_in(key, part), settings,
-                     config.rs.batch_size)
+      rs_, st = sample_k(sampler, tok, ctx, k, jax.random.fold_in(key, part), settings,
+                         config.rs.batch_size, with_stopped=True)
       flat_c = [c for c in ctx for _ in range(k)]
-      sc = np.asarray(scorer.score(flat_c, [r for rr in rs_ for r in rr]), np.float32)
-      rec = {"part": part, "contexts": ctx, "responses": rs_,
+      sc = np.asarray(scorer.reward(flat_c, [r for rr in rs_ for r in rr],
+                                    [s for ss in st for s in ss]), np.float32)
+      rec = {"part": part, "contexts": ctx, "responses": rs_, "stopped": st,
              "scores": sc.reshape(len(ctx), k).tolist()}
       if jax.process_index() == 0:
         files.append_text(parts_path, json.dumps(rec) + "\n")
@@ -126,7 +174,9 @@ def sample_and_score(sampler, scorer, tok, contexts, k: int, config, settings, p
                         f"{parts_path} holds it; rerun the same command to continue")
     responses.extend(rec["responses"])
     scores.extend(rec["scores"])
-  return responses, np.asarray(scores, np.float32).reshape(len(contexts), k)
+    stopped.extend(rec["stopped"])
+  return (responses, np.asarray(scores, np.float32).reshape(len(contexts), k),
+          np.asarray(stopped, bool).reshape(len(contexts), k))
 
 
 def write_pairs(path: str, contexts, responses, scores) -> int:
@@ -179,11 +229,10 @@ def make_scorer(config, mesh) -> tuple[Scorer, str]:
     if config.data.source != "synthetic":
       raise UserError("rs.scorer='gold' exists only on the synthetic task; "
                       "set --config.pm.workdir and rs.scorer=pm")
-    return labelers.GoldScorer(), "gold"
+    return TextScorer(labelers.GoldScorer()), "gold"
   if config.rs.scorer == "pm":
     if not config.pm.workdir:
       raise UserError("rs.scorer='pm' needs --config.pm.workdir=PM_WORKDIR")
-    from hh_jax.rl import reward  # the PM stage's scorer
     return reward.PMScorer.from_workdir(config.pm.workdir, mesh), "pm"
   raise UserError(f"rs.scorer={config.rs.scorer!r}; use 'pm' or 'gold'")
 
@@ -220,22 +269,24 @@ def run(config, workdir: str):
                                top_k=config.sampling.top_k, top_p=config.sampling.top_p,
                                stop_ids=sampling.stop_ids_for(tok))
   sampler = sampling.Sampler(model_cfg, params, mesh, batch_size=config.rs.batch_size)
-  responses, scores = sample_and_score(sampler, scorer, tok, contexts, k, config, settings,
-                                       files.join(workdir, PARTS_FILE))
+  responses, scores, stopped = sample_and_score(sampler, scorer, tok, contexts, k, config,
+                                                settings, files.join(workdir, PARTS_FILE))
   flat_c = [c for c in contexts for _ in range(k)]
   flat_r = [r for rs in responses for r in rs]
 
   pairs = write_pairs(files.join(workdir, "rs_pairs.jsonl"), contexts, responses, scores)
-  best = np.argmax(scores, axis=1)
+  best = best_of(scores, k)[:, 0]
   if jax.process_index() == 0:
     files.write_text(files.join(workdir, "rs_best.jsonl"), "".join(
-        json.dumps({"context": c, "response": rs[b], "score": float(s[b]), "k": k,
-                    "analytic_kl": analytic_kl(k)}) + "\n"
-        for c, rs, s, b in zip(contexts, responses, scores, best)))
-  result = {"k": k, "analytic_kl": analytic_kl(k), "scorer": scorer_name,
+        json.dumps({"context": c, "response": rs[b], "score": float(s[b]),
+                    "stopped": bool(st[b]), "k": k, "analytic_kl": analytic_kl(k)}) + "\n"
+        for c, rs, s, st, b in zip(contexts, responses, scores, stopped, best)))
+  result = {"k": k, "analytic_kl": analytic_kl(k), "analytic_kl_note": ANALYTIC_KL_NOTE,
+            "repeat_share": repeat_share(responses), "scorer": scorer_name,
             "prompts": len(contexts), "pairs_written": pairs,
             "mean_best_score": float(scores.max(axis=1).mean()),
-            "mean_score": float(scores.mean()), "prompts_kept_whole": kept}
+            "mean_score": float(scores.mean()), "stop_rate": float(stopped.mean()),
+            "prompts_kept_whole": kept}
   if is_synthetic:
     gold = labelers.GoldScorer().score(flat_c, flat_r).reshape(len(contexts), k)
     result["gold_vs_k"] = gold_table(scores, gold, ks)

@@ -1,5 +1,14 @@
 """The reward every later stage asks for: a trained PM that scores (context, response) texts.
 
+The reward, stated once (`pm_reward`): the PM's score at the EOC after a reply that
+stopped, normalized by the PM's reference mean/std (`normalize`), and `NO_STOP_PENALTY`
+(or the run's `ppo.no_stop_penalty`) for a reply that never produced a stop token — the
+"EOS trick", or rambling to the length limit would be safe. PPO's rollout
+(`hh_jax.rl.rollout`) applies it to token ids, `PMScorer.reward` to texts with the
+sampler's stop flags (`stopped_flags`), which travel with the texts from the sampler;
+rejection sampling and online best-of-k pick by it, and the report shows its two parts (the
+PM score of the replies that stopped, the stop rate) apart.
+
 `PMScorer.from_workdir(pm_workdir)` loads the PM's config, tokenizer and latest params
 (only the params: an orbax partial restore into the scorer's own shardings) and the
 normalization statistics that the PM stage wrote beside its checkpoint. Scoring encodes
@@ -25,6 +34,41 @@ from hh_jax.model.transformer import Transformer
 from hh_jax.parallel import mesh as mesh_lib
 
 MIN_BUCKET = 16
+NO_STOP_PENALTY = -3.0  # the reward of a reply that never stopped (configs/ppo.py's default)
+
+
+def normalize(raw, mean, std):
+  """A raw PM score on the reward's scale: mean 0 / std 1 on the PM's reference set."""
+  return (raw - mean) / std
+
+
+def normalized_head(params: dict, mean: float, std: float) -> dict:
+  """A PM's params whose scalar head outputs `normalize(raw, mean, std)`: the value model
+  PPO copies from the PM starts on the reward's scale (kernel / std, (bias - mean) / std).
+
+  Otherwise V starts off by a constant c that GAE turns into -c·(γλ)^(T-t) on the advantages,
+  the full -c on the stop token: a push towards or away from stopping until V catches up.
+  """
+  head = params["scalar_head"]
+  return {**params, "scalar_head": {**head, "kernel": head["kernel"] / std,
+                                    "bias": (head["bias"] - mean) / std}}
+
+
+def pm_reward(normalized, stopped, no_stop_penalty: float = NO_STOP_PENALTY):
+  """The reward: the normalized PM score where the reply stopped, the penalty elsewhere.
+
+  normalized, stopped: [n] (jax or numpy; the result is a jax array of float32).
+  """
+  return jnp.where(jnp.asarray(stopped, bool), jnp.asarray(normalized, jnp.float32),
+                   jnp.float32(no_stop_penalty))
+
+
+def stopped_flags(response, lengths, stop_ids):
+  """Whether each sampled reply ended with a stop token: response [n, T] ids, lengths [n]
+  (tokens produced, the stop token included) -> [n] bool. jax or numpy in, jax out."""
+  response, lengths = jnp.asarray(response), jnp.asarray(lengths, jnp.int32)
+  last = jnp.take_along_axis(response, jnp.maximum(lengths - 1, 0)[:, None], 1)[:, 0]
+  return (lengths > 0) & jnp.isin(last, jnp.asarray(tuple(stop_ids), response.dtype))
 
 
 def _bucket(n: int, seq_len: int) -> int:
@@ -45,7 +89,7 @@ class PMScorer:
   """Jitted batch scorer over a PM's params; `score` normalizes by the stored mean/std."""
 
   def __init__(self, model_cfg, params, tokenizer, seq_len: int, stats: dict | None,
-               mesh=None, batch_size: int = 32):
+               mesh=None, batch_size: int = 32, no_stop_penalty: float = NO_STOP_PENALTY):
     self.mesh = mesh if mesh is not None else mesh_lib.one_device_mesh()
     div = mesh_lib.batch_size_divisor(self.mesh)
     self.batch_size = -(-batch_size // div) * div
@@ -54,6 +98,7 @@ class PMScorer:
     self.tokenizer = tokenizer
     self.seq_len = int(seq_len)
     self.stats = dict(stats or {"mean": 0.0, "std": 1.0})
+    self.no_stop_penalty = float(no_stop_penalty)
     self._sh = mesh_lib.batch_sharding(self.mesh, 2)
     self._sh1 = mesh_lib.batch_sharding(self.mesh, 1)
     model = self.model
@@ -66,7 +111,8 @@ class PMScorer:
 
   @classmethod
   def from_workdir(cls, workdir: str, mesh=None, batch_size: int = 32, step: int | None = None,
-                   seq_len: int | None = None) -> "PMScorer":
+                   seq_len: int | None = None,
+                   no_stop_penalty: float = NO_STOP_PENALTY) -> "PMScorer":
     workdir = files.abspath(workdir)
     config = ckpt_lib.read_run_config(workdir, "point the scorer at a PM workdir")
     model_cfg = ml_collections.ConfigDict(config["model"])
@@ -84,7 +130,7 @@ class PMScorer:
       stats = files.read_json(stats_path)
     tok = tok_lib.Tokenizer.load(files.join(workdir, tok_lib.FILENAME))
     return cls(model_cfg, params, tok, seq_len or config["data"]["seq_len"], stats, mesh,
-               batch_size)
+               batch_size, no_stop_penalty)
 
   def encode(self, texts: Sequence[str]):
     """Right-padded rows to the smallest bucket that holds them: tokens/mask [n, bucket]."""
@@ -123,8 +169,20 @@ class PMScorer:
     return out
 
   def normalize(self, raw: np.ndarray) -> np.ndarray:
-    return ((raw - self.stats["mean"]) / self.stats["std"]).astype(np.float32)
+    return np.asarray(normalize(raw, self.stats["mean"], self.stats["std"]), np.float32)
 
   def score(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-    """Scores normalized to mean 0 / std 1 on the PM's reference set, float32 [n]."""
+    """Scores normalized to mean 0 / std 1 on the PM's reference set, float32 [n].
+
+    The PM's opinion of each text whether or not the reply stopped; `reward` is what PPO
+    and best-of-k optimize."""
     return self.normalize(self.score_raw(contexts, responses))
+
+  def reward(self, contexts: Sequence[str], responses: Sequence[str],
+             stopped: Sequence[bool]) -> np.ndarray:
+    """PPO's reward of each reply, float32 [n]: `pm_reward` of its normalized score and
+    the sampler's stop flag (a reply that hit the token limit gets the penalty)."""
+    if len(stopped) != len(responses):
+      raise ValueError(f"{len(responses)} responses but {len(stopped)} stop flags")
+    return np.asarray(pm_reward(self.score(contexts, responses), np.asarray(stopped, bool),
+                                self.no_stop_penalty))

@@ -6,8 +6,11 @@ them, the value model's values, and the PM's score, all computed from token ids.
 reads `[prompt | response | EOC]` built from the rollout's own ids (the stop token that
 ended a reply is where EOC goes, as the text scorer's `context + reply + EOC` has it), so
 there is no decode/re-encode round trip; that needs the PM and the policy to share one
-tokenizer, which the stage checks. A reply that never stopped gets a fixed score instead
-of the PM's (the "EOS trick"): otherwise rambling to the length limit is safe.
+tokenizer, which the stage checks. The reward is `hh_jax.rl.reward.pm_reward`, the one
+definition the text scorer applies too: the normalized PM score of a reply that stopped, a
+fixed penalty for one that never did (the "EOS trick": otherwise rambling to the length
+limit is safe). The PM's mean/std are an argument of the program (`pm_stats`), not
+constants in it, so a run against another PM reuses the compiled rollout.
 
 The old log-probs are recomputed by the same forward the loss uses, at temperature 1 with
 no filter: the distribution actually sampled, so the first ratio of an update is 1. The
@@ -24,16 +27,16 @@ import jax
 import jax.numpy as jnp
 
 from hh_jax.model import sampling, transformer
+from hh_jax.rl import reward as reward_lib
 from hh_jax.train import ppo
 
 
 @dataclasses.dataclass(frozen=True)
 class Scoring:
-  """How the PM's raw score becomes the reward (hashable: part of the compiled program)."""
+  """How the PM reads a reply and what a reply that never stopped gets (hashable: part of
+  the compiled program; the PM's mean/std are not: `pm_stats`)."""
   eoc_id: int
   stop_ids: tuple[int, ...]
-  mean: float
-  std: float
   no_stop_penalty: float
   pm_seq_len: int  # the PM reads at most this many tokens (its training length), ending at EOC
 
@@ -49,8 +52,7 @@ def pm_inputs(prompt, prompt_mask, response, response_mask, scoring: Scoring):
   b, p = prompt.shape
   t = response.shape[1]
   lengths = jnp.sum(response_mask, -1).astype(jnp.int32)  # [batch]
-  last = jnp.take_along_axis(response, jnp.maximum(lengths - 1, 0)[:, None], 1)[:, 0]
-  stopped = (lengths > 0) & jnp.isin(last, jnp.asarray(scoring.stop_ids, jnp.int32))
+  stopped = reward_lib.stopped_flags(response, lengths, scoring.stop_ids)
   content = lengths - stopped.astype(jnp.int32)  # [batch]
   pad = jnp.zeros((b, 1), jnp.int32)
   tokens = jnp.concatenate([prompt, response, pad], 1)  # [batch, P + T + 1]
@@ -66,15 +68,23 @@ def pm_inputs(prompt, prompt_mask, response, response_mask, scoring: Scoring):
   return tokens, mask, eoc_pos, stopped
 
 
-def pm_scores(pm_model, pm_params, prompt, prompt_mask, response, response_mask,
+def pm_stats(mean: float, std: float):
+  """The PM's reference mean and std as the rollout's argument: float32 [2]."""
+  return jnp.asarray([mean, std], jnp.float32)
+
+
+def pm_scores(pm_model, pm_params, stats, prompt, prompt_mask, response, response_mask,
               scoring: Scoring):
-  """(normalized reward [batch], raw PM score [batch], stopped [batch])."""
+  """(reward [batch], raw PM score [batch], normalized PM score [batch], stopped [batch]).
+
+  stats: `pm_stats(mean, std)`. The reward is `reward.pm_reward` of the normalized score.
+  """
   tokens, mask, eoc_pos, stopped = pm_inputs(prompt, prompt_mask, response, response_mask,
                                              scoring)
   scalar = pm_model.apply({"params": pm_params}, tokens, mask)["scalar"]  # [batch, P + T + 1]
   raw = jnp.take_along_axis(scalar, eoc_pos[:, None], 1)[:, 0]
-  norm = (raw - scoring.mean) / scoring.std
-  return jnp.where(stopped, norm, scoring.no_stop_penalty), raw, stopped
+  norm = reward_lib.normalize(raw, stats[0], stats[1])
+  return reward_lib.pm_reward(norm, stopped, scoring.no_stop_penalty), raw, norm, stopped
 
 
 def lm_params(params):
@@ -83,7 +93,8 @@ def lm_params(params):
 
 
 def evaluate(*, policy_model, ref_model, value_model, pm_model, scoring: Scoring, params,
-             ref_params, value_params, pm_params, prompt, prompt_mask, response, response_mask):
+             ref_params, value_params, pm_params, pm_stats, prompt, prompt_mask, response,
+             response_mask):
   """Every forward of a rollout on given responses (what `rollout` runs after sampling)."""
   t = response.shape[1]
   tokens = jnp.concatenate([prompt, response], 1)  # [batch, P + T]
@@ -96,20 +107,22 @@ def evaluate(*, policy_model, ref_model, value_model, pm_model, scoring: Scoring
     values = shared_values
   else:
     _, values = ppo.response_logits(value_model, value_params, tokens, mask, t)
-  scores, raw, stopped = pm_scores(pm_model, pm_params, prompt, prompt_mask, response,
-                                   response_mask, scoring)
+  scores, raw, norm, stopped = pm_scores(pm_model, pm_params, pm_stats, prompt, prompt_mask,
+                                         response, response_mask, scoring)
   m = response_mask.astype(jnp.float32)
   return {"tokens": tokens, "mask": mask, "response": response,
           "response_mask": response_mask.astype(jnp.int32),
           "logp": logp * m, "ref_logp": ref_logp * m, "values": values * m,
           "entropy": ppo.entropy(logits) * m, "scores": scores, "pm_raw": raw,
-          "stopped": stopped}
+          "pm_score": norm, "stopped": stopped}
 
 
-def rollout(params, ref_params, value_params, pm_params, prompt, prompt_mask, cache, key, *,
-            sample_model, settings: sampling.Settings, cpu_layout: bool = False, **models):
+def rollout(params, ref_params, value_params, pm_params, pm_stats, prompt, prompt_mask, cache,
+            key, *, sample_model, settings: sampling.Settings, cpu_layout: bool = False,
+            **models):
   """Sample responses [batch, T] to left-padded prompts [batch, P], then `evaluate` them.
 
+  pm_stats: `pm_stats(mean, std)` of the PM, float32 [2].
   cache: an empty KV cache for P + T tokens (donated; it comes back for the next call).
   cpu_layout: `sampling.sample`'s (`sampling.decode_layout_for(mesh, params)`).
   Returns (batch for `ppo.make_update`'s update, plus sampler_logp, lengths; cache).
@@ -117,7 +130,7 @@ def rollout(params, ref_params, value_params, pm_params, prompt, prompt_mask, ca
   samples, cache = sampling.sample(sample_model, lm_params(params), prompt, prompt_mask, cache,
                                    key, settings, cpu_layout=cpu_layout)
   out = evaluate(params=params, ref_params=ref_params, value_params=value_params,
-                 pm_params=pm_params, prompt=prompt, prompt_mask=prompt_mask,
+                 pm_params=pm_params, pm_stats=pm_stats, prompt=prompt, prompt_mask=prompt_mask,
                  response=samples["tokens"], response_mask=samples["mask"], **models)
   out["sampler_logp"] = samples["logprobs"]
   out["lengths"] = samples["lengths"]
@@ -149,12 +162,13 @@ def _with_heads(cfg, heads):
 
 def make_rollout(models: Models, scoring: Scoring, settings: sampling.Settings, *,
                  cpu_layout: bool = False):
-  """The rollout as a function of (params..., prompt, prompt_mask, cache, key), for jit."""
+  """The rollout as a function of (params, ref_params, value_params, pm_params, pm_stats,
+  prompt, prompt_mask, cache, key), for jit (donate the cache: argument 7)."""
   return functools.partial(rollout, sample_model=models.sample, settings=settings,
                            cpu_layout=cpu_layout,
                            policy_model=models.policy, ref_model=models.ref,
                            value_model=models.value, pm_model=models.pm, scoring=scoring)
 
 
-__all__ = ["Scoring", "Models", "pm_inputs", "pm_scores", "evaluate", "rollout",
+__all__ = ["Scoring", "Models", "pm_inputs", "pm_stats", "pm_scores", "evaluate", "rollout",
            "make_rollout", "lm_params"]

@@ -179,6 +179,23 @@ def value_loss(values, old_values, returns, mask, clip: float):
 # The update.
 
 
+def minibatch_data(batch, kl_coef, *, gamma: float, lam: float) -> dict:
+  """What the epochs read, computed once from a rollout batch before any update.
+
+  Token rewards (score at the last token, -β·(log π_old - log π_ref) on each), GAE over them
+  and the rollout's values, and the advantages whitened (mean-shifted and scaled) over the
+  valid tokens. The old log-probs are the rollout policy's (`batch["logp"]`), never the
+  reference's: the ratio of the first minibatch is 1. Leaves [batch, ...].
+  """
+  mask = batch["response_mask"]
+  rewards = token_rewards(batch["scores"], batch["logp"], batch["ref_logp"], mask, kl_coef)
+  adv, returns = gae(rewards, batch["values"], mask, gamma=gamma, lam=lam)
+  data = {k: batch[k] for k in ("tokens", "mask", "response", "response_mask", "logp",
+                                "values")}
+  data.update(advantages=whiten(adv, mask), returns=returns)
+  return data
+
+
 def _minibatches(batch, key, num: int):
   """The batch's rows in a random order, split into `num` minibatches: leaves [num, b/num, ...]."""
   n = jax.tree.leaves(batch)[0].shape[0]
@@ -247,13 +264,8 @@ def make_update(policy_model, value_model, ppo_cfg):
   def update(state, batch):
     mask = batch["response_mask"]
     kl_k1, kl_k3 = kl_estimates(batch["logp"], batch["ref_logp"], mask)  # [batch]
-    rewards = token_rewards(batch["scores"], batch["logp"], batch["ref_logp"], mask,
-                            state.kl_coef)
-    adv, returns = gae(rewards, batch["values"], mask, gamma=ppo_cfg.gamma, lam=ppo_cfg.lam)
-    adv = whiten(adv, mask)
-    data = {k: batch[k] for k in ("tokens", "mask", "response", "response_mask", "logp",
-                                  "values")}
-    data.update(advantages=adv, returns=returns)
+    data = minibatch_data(batch, state.kl_coef, gamma=ppo_cfg.gamma, lam=ppo_cfg.lam)
+    returns = data["returns"]
     key = jax.random.fold_in(state.rng, state.step)
 
     def epoch(state, e):
@@ -297,5 +309,5 @@ def init_state(params, value_params, tx, value_tx, kl_coef: float, seed: int) ->
 
 
 __all__ = ["PPOState", "gae", "whiten", "kl_estimates", "token_rewards", "adaptive_kl",
-           "policy_loss", "value_loss", "make_update", "init_state", "response_logits",
-           "token_logp", "entropy"]
+           "policy_loss", "value_loss", "minibatch_data", "make_update", "init_state",
+           "response_logits", "token_logp", "entropy"]
