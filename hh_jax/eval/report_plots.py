@@ -127,17 +127,17 @@ def rolling(values, window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
 
 def parting(sqrt_kls, train, test, threshold: float = PART_THRESHOLD,
             window: int = WINDOW) -> dict:
-  """Where the test PM parts from the train PM: the first √KL after which the train PM's
-  lead over the test PM, as a rolling mean over `window` iterations and less its value over
-  the first `window` iterations (two PMs need not agree on the initial policy's level), stays
-  above `threshold` reward stds to the end. {"sqrt_kl", "kl", "lead_start", "lead_end"};
-  sqrt_kl/kl None if they never part."""
+  """Where the test PM parts from the train PM (`kl_reward.parting_point`: the first √KL
+  after which the train PM's lead over the test PM, as a rolling mean over `window`
+  iterations and less its mean over the first `window` iterations, stays above `threshold`
+  reward stds to the end). {"sqrt_kl", "kl" (None if they never part), "lead_start" (the
+  first window's lead), "lead_end" (the last window's, less the start's)}."""
   from hh_jax.eval import kl_reward  # pylint: disable=g-import-not-at-top
   train, test = np.asarray(train, np.float64), np.asarray(test, np.float64)
   if len(train) < window:
     return {"sqrt_kl": None, "kl": None, "lead_start": math.nan, "lead_end": math.nan}
   start = float((train - test)[:window].mean())
-  at = kl_reward.parting_point(sqrt_kls, train - start, test, threshold, window)
+  at = kl_reward.parting_point(sqrt_kls, train, test, threshold, window)
   end = float((train - test)[-window:].mean()) - start
   return {"sqrt_kl": at, "kl": None if at is None else at * at, "lead_start": start,
           "lead_end": end}
@@ -242,7 +242,10 @@ def plot_elo_by_iteration(path: str, series_: Mapping[str, Sequence[Mapping]]) -
     if i == 0:
       for p, xi, yi in zip(pts, x, y):
         ax.annotate(p["name"], (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
-  ax.set_xlabel("online iteration (0: before the loop)")
+  ticks = sorted({p["iteration"] for pts in series_.values() for p in pts})
+  ax.set_xticks(ticks)
+  ax.set_xticklabels(["ppo" if t == 0.5 else "initial" if t == 0 else f"{t:g}" for t in ticks])
+  ax.set_xlabel("online iteration (initial: before RLHF; ppo: the offline PPO policy)")
   ax.set_ylabel("Elo (initial policy = 0), 95% interval")
   ax.set_title("Elo vs online iteration")
   ax.legend(fontsize=6)
@@ -254,3 +257,150 @@ def plot_elo_by_iteration(path: str, series_: Mapping[str, Sequence[Mapping]]) -
 __all__ = ["learning_curve", "pm_curve", "plot_learning_curves", "ppo_history", "series",
            "sqrt_kl", "rolling", "parting", "plot_train_vs_test", "bon_points", "plot_bon_ppo",
            "elo_points", "plot_elo_by_iteration", "WINDOW", "PART_THRESHOLD"]
+
+
+# ---------------------------------------------------------------------------------------
+# All of them, from a pipeline's workdir.
+
+# Where each policy sits on the online axis: the initial policy before the loop, the offline
+# PPO policy (the first one deployed) between it and iteration 1.
+def policy_iterations(names: Sequence[str]) -> dict[str, float]:
+  out = {}
+  for name in names:
+    if name == "initial":
+      out[name] = 0.0
+    elif name == "ppo":
+      out[name] = 0.5
+    elif name.startswith("online_") and name.rsplit("_", 1)[1].isdigit():
+      out[name] = float(name.rsplit("_", 1)[1])
+  return out
+
+
+PM_STAGES = (("pm", "train PM (first half)"), ("pm_test", "test PM (second half)"))
+FIGURES = {"learning_curve": "pm_learning_curve.png", "bon_ppo": "sqrt_kl_bon_ppo.png",
+           "train_vs_test": "train_vs_test_pm.png", "elo": "elo_by_iteration.png"}
+
+
+def write_all(workdir: str, elo_report: Mapping, record: Mapping, part_threshold: float
+              ) -> dict:
+  """Draws every figure the run has the files for beside report.md; returns {"figures":
+  {key: file name}, "learning_curves", "parting", "elo_points", "loop_elo_points"}."""
+  from hh_jax.eval import kl_reward  # pylint: disable=g-import-not-at-top
+  out: dict = {"figures": {}}
+  curves = {}
+  for stage, label in PM_STAGES:
+    wd = files.join(workdir, stage)
+    if files.exists(files.join(wd, "config.json")):
+      pts = pm_curve(wd)
+      if pts:
+        curves[label] = pts
+  out["learning_curves"] = curves
+  if curves:
+    plot_learning_curves(files.join(workdir, FIGURES["learning_curve"]), curves)
+    out["figures"]["learning_curve"] = FIGURES["learning_curve"]
+
+  history = ppo_history(files.join(workdir, "ppo"))
+  rs_path = files.join(workdir, "rs", "rs_results.json")
+  bon = files.read_json(rs_path).get("gold_vs_k", []) if files.exists(rs_path) else []
+  if history:
+    plot_bon_ppo(files.join(workdir, FIGURES["bon_ppo"]), bon, history, kl_reward.PM_KEY)
+    out["figures"]["bon_ppo"] = FIGURES["bon_ppo"]
+  rob = kl_reward.robustness(history, part_threshold) if history else None
+  if rob is not None:
+    out["parting"] = {**parting(rob["sqrt_kl"], rob["train"], rob["test"], part_threshold),
+                      "threshold": part_threshold, "window": WINDOW,
+                      "iterations": int(len(rob["sqrt_kl"]))}
+    plot_train_vs_test(files.join(workdir, FIGURES["train_vs_test"]), history, out["parting"],
+                       kl_reward.PM_KEY, kl_reward.TEST_PM_KEY)
+    out["figures"]["train_vs_test"] = FIGURES["train_vs_test"]
+
+  names = [m["name"] for m in elo_report["models"]]
+  out["elo_points"] = elo_points(elo_report, policy_iterations(names))
+  loop = record.get("iterations", [])
+  last = loop[-1].get("elo", []) if loop else []
+  out["loop_elo_points"] = elo_points({"models": last},
+                                      policy_iterations([m["name"] for m in last]))
+  if out["elo_points"]:
+    plot_elo_by_iteration(files.join(workdir, FIGURES["elo"]), {
+        "report Elo (gold judge, report prompts)": out["elo_points"],
+        "the loop's own Elo (its last iteration)": out["loop_elo_points"]})
+    out["figures"]["elo"] = FIGURES["elo"]
+  return out
+
+
+__all__ += ["write_all", "policy_iterations", "FIGURES", "PM_STAGES"]
+
+
+# ---------------------------------------------------------------------------------------
+# Their paragraphs in report.md.
+
+
+def _img(figs: Mapping, key: str, alt: str) -> list[str]:
+  name = figs["figures"].get(key)
+  return [f"![{alt}]({name})", ""] if name else []
+
+
+def learning_curve_md(figs: Mapping) -> list[str]:
+  curves = figs.get("learning_curves") or {}
+  if not curves:
+    return []
+  last = "; ".join(f"{label}: {pts[-1]['accuracy']:.3f} [{pts[-1]['lo']:.3f}, "
+                   f"{pts[-1]['hi']:.3f}] after {pts[-1]['comparisons']} comparisons "
+                   f"({pts[-1]['n']} held-out pairs)" for label, pts in curves.items())
+  return ["### PM accuracy against comparisons", "",
+          "Held-out accuracy of each PM at its periodic evaluations against the comparisons "
+          "it had trained on (step × batch size; past one epoch a comparison counts again), "
+          "with Wilson 95% intervals over the held-out pairs (a tie counts half). Last "
+          f"points: {last}.", ""] + _img(figs, "learning_curve", "PM learning curve")
+
+
+def bon_ppo_md(figs: Mapping) -> list[str]:
+  if "bon_ppo" not in figs["figures"]:
+    return []
+  return ["### Best-of-n and PPO against √KL", "",
+          "Gold (left) and PM score (right) against √KL(π ‖ π₀): best-of-n from the "
+          "rejection-sampling stage (the LM's samples, the PM picks; KL analytic, "
+          "log n − (n−1)/n, an upper bound where samples repeat; bars: 95% over prompts) and "
+          "PPO from the distilled policy (each iteration's batch; line and band: the "
+          f"{WINDOW}-iteration rolling mean and its 95% interval from the spread of the "
+          "iterations' means).", ""] + _img(figs, "bon_ppo", "gold and PM vs sqrt KL")
+
+
+def train_vs_test_md(figs: Mapping, table_md: str) -> list[str]:
+  part = figs.get("parting")
+  if part is None:
+    return []
+  if part["sqrt_kl"] is None:
+    when = (f"They do not part within the run's {part['iterations']} iterations: the train "
+            f"PM's lead over its start ended at {part['lead_end']:+.3f} reward stds.")
+  else:
+    when = (f"The test PM parts from the train PM at √KL = {part['sqrt_kl']:.2f} "
+            f"(KL = {part['kl']:.2f} nats); the lead over its start ended at "
+            f"{part['lead_end']:+.3f} reward stds.")
+  return ["## Train PM vs test PM (disjoint halves)", "",
+          "The PM comparisons are split into two halves that share no context: the train PM "
+          "(`pm`) learns the first, the test PM (`pm_test`) the second, with the same recipe "
+          "otherwise. PPO optimises the train PM; the test PM only scores its rollouts. Both "
+          "scores are each PM's normalised score of the replies that stopped. *Parting*: the "
+          f"first √KL after which the train PM's lead over the test PM, as a {part['window']}-"
+          "iteration rolling mean and less its mean over the first "
+          f"{part['window']} iterations (the two PMs need not agree on the initial policy; "
+          f"the start's lead was {part['lead_start']:+.3f}), stays above "
+          f"{part['threshold']:g} reward stds to the end of training. {when}", ""] + _img(
+              figs, "train_vs_test", "train vs test PM") + [
+          "Each model's mean score under the two halves' PMs on the report's prompts, minus "
+          "the initial policy's, in each PM's reward std (in bold the PM a policy was trained "
+          "against):", "", table_md, ""]
+
+
+def elo_by_iteration_md(figs: Mapping) -> list[str]:
+  if "elo" not in figs["figures"]:
+    return []
+  return ["### Elo against online iteration", "",
+          "The report's gold-judged Elo (above) of the initial policy, the offline PPO policy "
+          "and each online policy against the online iteration, with its prompt-bootstrap 95% "
+          "interval; beside it, the loop's own Elo from its last iteration (other prompts).",
+          ""] + _img(figs, "elo", "Elo by online iteration")
+
+
+__all__ += ["learning_curve_md", "bon_ppo_md", "train_vs_test_md", "elo_by_iteration_md"]
