@@ -310,3 +310,34 @@ def test_compile_cache_goes_to_the_workdir_unless_one_is_set(tmp_path):
   before = jax.config.jax_compilation_cache_dir
   assert before and pipeline.use_compile_cache("auto", work) == before
   assert jax.config.jax_compilation_cache_dir == before
+
+
+def test_pm_halves_partition_synthetic_comparisons_and_files(tmp_path):
+  """`pm.data.half`: synthetic comparisons of one half fill num_train and share no context
+  with the other half's; an hh-rlhf file's pairs split into the two halves with none lost."""
+  from configs import pm as pm_config  # pylint: disable=g-import-not-at-top
+  from hh_jax.data import synthetic_pairs  # pylint: disable=g-import-not-at-top
+  from hh_jax.train import pm as pm_lib  # pylint: disable=g-import-not-at-top
+  c = pm_config.get_config("size=test,runlocal=True")
+  c.data.num_train = 50
+  got = {}
+  for half in ("first", "second"):
+    c.data.half = half
+    got[half] = pm_lib.build_pairs(c, str(tmp_path))[0]
+    assert len(got[half]) == 50 and all(pm_lib.in_half(p.context, half) for p in got[half])
+  assert not _digests(p.context for p in got["first"]) & _digests(p.context
+                                                                    for p in got["second"])
+  path = tmp_path / "pairs.jsonl"
+  pairs = synthetic_pairs.comparisons(80, seed=4)
+  path.write_text("".join(json.dumps({"chosen": p.context + p.chosen,
+                                      "rejected": p.context + p.rejected}) + "\n"
+                          for p in pairs))
+  c = pm_config.get_config("size=test,data=hh_rlhf,runlocal=True")
+  c.data.train_files = c.data.eval_files = str(path)
+  c.data.num_train = 0
+  split = {}
+  for half in ("first", "second"):
+    c.data.half = half
+    split[half] = [(p.context, p.chosen) for p in pm_lib.build_pairs(c, str(tmp_path))[0]]
+  assert split["first"] and split["second"] and not set(split["first"]) & set(split["second"])
+  assert len(split["first"]) + len(split["second"]) == 80
