@@ -44,14 +44,16 @@ def _informative_samples(monkeypatch):
   from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
   real = online.Policies.respond
 
-  def respond(self, workdir, contexts, key, k=1):
+  def respond(self, workdir, contexts, key, k=1, with_stopped=False):
+    got = real(self, workdir, contexts, key, k, with_stopped=with_stopped)
+    texts, stops = got if with_stopped else (got, None)
     out = []
-    for ctx, rs in zip(contexts, real(self, workdir, contexts, key, k)):
+    for ctx, rs in zip(contexts, texts):
       topic = synthetic.parse_request(ctx).topic
       details = synthetic.TOPIC_BY_NAME[topic].details if topic else ()
       out.append([r + "".join(f" {d}." for d in details[:zlib.crc32(r.encode()) % 4])
                   for r in rs])
-    return out
+    return (out, stops) if with_stopped else out
 
   monkeypatch.setattr(online.Policies, "respond", respond)
 
