@@ -234,7 +234,11 @@ def import_(hf_dir: str, workdir: str, tokenizer: str | None = None,
     raise UserError(f"config.json has model_type={model_type!r}; hh_jax imports "
                     f"{', '.join(sorted(FAMILIES))}")
   config_of, params_of = FAMILIES[model_type]
-  mc = config_of(hf, scan_layers)
+  try:
+    mc = config_of(hf, scan_layers)
+  except KeyError as e:
+    raise UserError(f"config.json lacks {e.args[0]}, which a {model_type} config has; "
+                    "point --hf_dir at a save_pretrained directory") from None
   if tokenizer:
     tok = _load_tokenizer(tokenizer, mc["vocab_size"])
   elif os.path.exists(os.path.join(hf_dir, tok_lib.FILENAME)):
@@ -249,13 +253,6 @@ def import_(hf_dir: str, workdir: str, tokenizer: str | None = None,
           "--tokenizer=PATH (an hh_jax tokenizer.model) before running a stage on this "
           "workdir", file=sys.stderr)
   return mc
-
-
-def model_flags(mc: dict) -> str:
-  """The --config.model.* overrides that make a stage's model this one."""
-  keys = ("n_layers", "d_model", "n_heads", "head_dim", "mlp_dim", "vocab_size", "max_len",
-          "layer_norm_eps", "scan_layers")
-  return " ".join(f"--config.model.{k}={mc[k]}" for k in keys)
 
 
 def _parse(argv):
