@@ -114,9 +114,8 @@ def _ppo_cfg(**kw):
   return c
 
 
-@pytest.fixture(scope="module")
-def nets():
-  cfg = models.get("test")
+def _nets(size):
+  cfg = models.get(size)
   cfg.init_std = 0.2
   vcfg = ml_collections.ConfigDict(dict(cfg))
   vcfg.heads = ("scalar",)
@@ -126,6 +125,11 @@ def nets():
   p = nn.unbox(policy.init(jax.random.PRNGKey(0), x)["params"])
   v = nn.unbox(value.init(jax.random.PRNGKey(1), x)["params"])
   return cfg, policy, value, p, v
+
+
+@pytest.fixture(scope="module")
+def nets():
+  return _nets("test")
 
 
 def _prompts(batch, lengths, vocab, seed=0):
@@ -217,9 +221,11 @@ def test_nonfinite_minibatch_updates_are_skipped_and_counted(nets):
                             np.asarray(jax.tree.leaves(state.params)[0]))
 
 
-@pytest.mark.parametrize("shape", [(2, 2, 2), (1, 2, 4)])
-@pytest.mark.parametrize("value_kind", ["pm", "shared"])
-def test_sharded_update_equals_one_device(nets, shape, value_kind):
+@pytest.mark.parametrize("shape,value_kind,size", [
+    ((2, 2, 2), "pm", "test"), ((1, 2, 4), "pm", "test"), ((2, 2, 2), "shared", "test"),
+    ((1, 2, 4), "shared", "test"), ((1, 2, 4), "pm", "llama-test")])
+def test_sharded_update_equals_one_device(nets, shape, value_kind, size):
+  nets = nets if size == "test" else _nets(size)  # llama-test: GQA kv heads over tensor=4
   cfg, policy, value, p, v = nets
   prompts = _prompts(8, [9, 4, 6, 9, 2, 7, 9, 5], cfg.vocab_size, seed=2)
   out = _rollout(nets, prompts, 16, 8, tuple(range(6, 20)))
