@@ -36,3 +36,19 @@ def test_slice_names_follow_gcloud():
   assert memory_plan.slice_name("v5p:4x4x4") == "v5p-128"
   assert memory_plan.slice_name("v4:4x4x8") == "v4-256"
   assert memory_plan.slice_name("v5e:16x16") == "v5litepod-256"
+
+
+def test_llama_ppo_update_compiles_for_v5p_8_with_both_models_sharded():
+  """The PPO row: policy + value model and both AdamW states of a GQA Llama-family rung."""
+  row = memory_plan.Row("llama-test", "ppo", "v5p:2x2x1", (1, 2, 2), remat="full",
+                        dtype="bfloat16", batch=16)
+  try:
+    devices = memory_plan.tpu_devices(row.topology)
+  except Exception as e:  # pylint: disable=broad-except
+    pytest.skip(f"libtpu cannot describe {row.topology} here: {str(e).splitlines()[0][:200]}")
+  r = memory_plan.compile_row(row, devices)
+  assert r["compiler_error"] == "" and r["fits"] and r["seq_len"] == 64 + 48
+  # policy (LM head) + value (scalar head), each float32 params + two Adam moments over 4 chips:
+  # at least that state (the tiny batch and replicated norm scales add a little).
+  state_gib = 3 * 4 * r["params"] / 4 / memory_plan.GIB
+  assert state_gib <= r["argument_gib"] < 1.5 * state_gib
