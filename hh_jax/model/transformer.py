@@ -5,6 +5,11 @@ wrapped in `nn.remat` with a policy named in the config. Every parameter carries
 axis names; `hh_jax.parallel.rules` maps them onto the device mesh, so the same module
 runs on one CPU or a pod slice.
 
+The architecture fields (`ARCH_DEFAULTS`) make the same module GPT-2-like (the default:
+LayerNorm, GELU, learned or rotary positions, tied head) or Llama-like (RMSNorm, SwiGLU,
+grouped-query attention, rope θ and Llama 3.1 scaling, untied head, no biases), Qwen2 or
+Pythia; `hh_jax.interop` maps Hugging Face checkpoints of each onto them.
+
 Positions are counted over real tokens only (cumsum of the mask), so left- and
 right-padding give the same activations at every real token: a PM score read at the EOC
 token does not depend on how the batch was padded.
@@ -193,7 +198,7 @@ def decode_weights(params, cfg):
   At decode time every GEMM is [batch, in] @ [in, out] for a handful of rows: it streams a
   whole weight for a few tokens, and XLA:CPU's kernel then reads it at well under the
   machine's bandwidth. Two layouts help it, so a sampler on a CPU copies the weights once
-  into them: q, k and v fused into one [embed, 3·heads·head_dim] GEMM, and every weight's
+  into them: q, k and v fused into one [embed, (heads + 2·kv_heads)·head_dim] GEMM, and every weight's
   rows padded by one cache line. The model's row lengths are powers of two (2-32 KiB), so
   the rows a kernel reads together land in the same cache sets; the pad staggers them.
   Measured at 13m, batch 8, 128 new tokens on 2 cores, interleaved in one process (ms per
