@@ -260,3 +260,19 @@ def test_weight_gradient_transposes_read_one_buffer(rows, d_in, d_out):
   want = jax.grad(lambda w, a: jnp.sum(jnp.dot(a * b + c, w) * (dy * e + 1.0)), argnums=(0, 1))(w, a)
   for got, ref in zip(grad(*args), want):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("norm", "batchnorm", "model.norm='batchnorm'"),
+    ("n_kv_heads", 3, "model.n_kv_heads=3 does not divide model.n_heads=8"),
+    ("rope_scaling", "yarn", "model.rope_scaling='yarn'"),
+    ("rotary_fraction", 0.1, "model.rotary_fraction=0.1 rotates 0"),
+])
+def test_bad_architecture_field_is_one_line(field, value, message):
+  from hh_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from hh_jax.train import runner  # pylint: disable=g-import-not-at-top
+  cfg = models.get("llama-test")
+  setattr(cfg, field, value)
+  with pytest.raises(UserError, match=message) as e:
+    runner.validate_model(cfg)
+  assert "\n" not in str(e.value)
