@@ -210,3 +210,19 @@ def test_import_refuses_unsupported_fields_in_one_line(root, changes, message):
     hf.import_(bad, str(root / f"refuse_run_{name}"))
   assert "\n" not in str(e.value)
   assert not os.path.exists(root / f"refuse_run_{name}" / "checkpoints")
+
+
+def test_every_eos_id_of_the_generation_config_stops_the_sampler(imported, root):
+  """Llama-3 instruct ends turns with <|eot_id|> and text with <|end_of_text|>: a list."""
+  family, src, _, _ = imported
+  if family != "llama":
+    pytest.skip("one family is enough")
+  two = str(root / "hf_two_eos")
+  shutil.copytree(src, two)
+  with open(os.path.join(two, "generation_config.json"), "w") as f:
+    json.dump({"eos_token_id": [0, 7], "pad_token_id": 0}, f)
+  hf.import_(two, str(root / "run_two_eos"))
+  _, _, tok = params_lib.load_lm(str(root / "run_two_eos"))
+  assert tok.eos_ids == (0, 7)
+  assert {0, 7} <= set(sampling.stop_ids_for(tok))
+  assert tok.decode([7] + tok.encode("Paris.")) == "Paris."  # EOS ids never show as text

@@ -6,6 +6,10 @@ Needs libtpu (requirements-tpu.txt) for the TPU compiler; skipped without it. Th
 import os
 import sys
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 pytest.importorskip("libtpu", reason="libtpu is not installed: pip install -r requirements-tpu.txt "
@@ -13,6 +17,8 @@ pytest.importorskip("libtpu", reason="libtpu is not installed: pip install -r re
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 import memory_plan  # noqa: E402
+from configs import models  # noqa: E402
+from hh_jax.model.transformer import Transformer  # noqa: E402
 
 
 def test_13m_pm_step_compiles_for_v5p_8():
@@ -48,7 +54,14 @@ def test_llama_ppo_update_compiles_for_v5p_8_with_both_models_sharded():
     pytest.skip(f"libtpu cannot describe {row.topology} here: {str(e).splitlines()[0][:200]}")
   r = memory_plan.compile_row(row, devices)
   assert r["compiler_error"] == "" and r["fits"] and r["seq_len"] == 64 + 48
-  # policy (LM head) + value (scalar head), each float32 params + two Adam moments over 4 chips:
-  # at least that state (the tiny batch and replicated norm scales add a little).
-  state_gib = 3 * 4 * r["params"] / 4 / memory_plan.GIB
-  assert state_gib <= r["argument_gib"] < 1.5 * state_gib
+  # Both trainable models are in the state: the policy (LM head) and the value (scalar head).
+  counts = {}
+  for heads in (("lm",), ("scalar",)):
+    cfg = models.get("llama-test")
+    cfg.heads = heads
+    tree = jax.eval_shape(Transformer(cfg).init, jax.random.PRNGKey(0),
+                          jax.ShapeDtypeStruct((1, 8), jnp.int32))["params"]
+    counts[heads] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(tree)))
+  assert r["params"] == counts[("lm",)] + counts[("scalar",)]
+  # float32 params + two Adam moments over 4 chips, at least (TPU tiles pad arrays this small).
+  assert r["argument_gib"] >= 3 * 4 * r["params"] / 4 / memory_plan.GIB
