@@ -49,6 +49,12 @@ def _hf_config(family: str):
         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                          "original_max_position_embeddings": 256})
+  if family == "llama_bias":  # Llama's attention_bias (q, k, v, o) and mlp_bias, tied, MQA
+    return transformers.LlamaConfig(**common, num_key_value_heads=1, attention_bias=True,
+                                    mlp_bias=True, tie_word_embeddings=True)
+  if family == "mistral":  # no sliding window; head_dim 16 != hidden / heads
+    return transformers.MistralConfig(**common, num_key_value_heads=4, head_dim=16,
+                                      sliding_window=None, tie_word_embeddings=False)
   if family == "qwen2":  # q/k/v biases, tied, theta 1e6
     return transformers.Qwen2Config(**common, num_key_value_heads=4, tie_word_embeddings=True,
                                     rope_parameters={"rope_type": "default", "rope_theta": 1e6})
@@ -57,8 +63,11 @@ def _hf_config(family: str):
                                     rotary_pct=0.25, tie_word_embeddings=False)
 
 
-FAMILIES = ("llama", "qwen2", "gpt_neox")
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+FAMILIES = ("llama", "llama_bias", "mistral", "qwen2", "gpt_neox")
+MODEL_TYPES = {"llama_bias": "llama"}  # else the family's name
+# What export writes: Mistral without a window is a Llama.
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "llama_bias": "LlamaForCausalLM",
+                 "mistral": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                  "gpt_neox": "GPTNeoXForCausalLM"}
 
 
@@ -115,7 +124,11 @@ def test_import_logits_equal_transformers(imported):
   if family == "llama":
     assert os.path.exists(os.path.join(src, hf.SAFETENSORS_INDEX))
   cfg, params, tok = params_lib.load_lm(run)
-  assert cfg.size == f"hf-{family}"
+  assert cfg.size == f"hf-{MODEL_TYPES.get(family, family)}"
+  if family == "llama_bias":
+    assert (cfg.attn_bias, cfg.mlp_bias, cfg.n_kv_heads, cfg.tie_embeddings) == ("all", True, 1, True)
+  if family == "mistral":
+    assert cfg.head_dim == 16 and cfg.n_heads * cfg.head_dim != cfg.d_model
   if family == "llama":
     assert (transformer.kv_heads(cfg), cfg.rope_scaling, "lm_head" in params) == (2, "llama3", True)
   ids, mask = _batch()
