@@ -86,7 +86,7 @@ def check_arch(cfg) -> None:
     raise ValueError(f"model.n_kv_heads={kv_heads(cfg)} does not divide model.n_heads="
                      f"{cfg.n_heads}; each key/value head serves a whole group of query heads")
   rot = rotary_dims(cfg)
-  if rot % 2 or not 0 < rot <= cfg.head_dim:
+  if cfg.pos_embedding == "rotary" and (rot % 2 or not 0 < rot <= cfg.head_dim):
     raise ValueError(f"model.rotary_fraction={arch(cfg, 'rotary_fraction')} rotates {rot} of "
                      f"head_dim={cfg.head_dim} dims; it must be an even count in (0, head_dim]")
 
