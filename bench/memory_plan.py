@@ -11,10 +11,13 @@ real shardings over that slice's devices and compiled by the TPU compiler, and
       --remat=full --dtype=bfloat16                 # one ad-hoc row
   python bench/memory_plan.py --markdown=docs/scaling_table.md   # also write the table
 
+  python bench/memory_plan.py --only=llama3-8b     # Meta-Llama-3-8B's shape: PM and PPO rows
+
 Prints one JSON object per row. Batch size and sequence length default to what the
-stage configs (configs/lm.py, configs/pm.py) would run for that rung. The PPO update step
-has no module yet: `STEPS` is the hook (add "ppo": a builder returning (model, step_fn,
-example_tokens, batch_abstract) and its rows to PLAN).
+stage configs (configs/lm.py, configs/pm.py, configs/ppo.py) would run for that rung. The
+PPO row is the update program (`hh_jax.train.ppo.make_update`: policy and value model,
+both optimizer states, every epoch × minibatch of one iteration), the program that holds
+two trainable models; batch = responses per iteration, seq_len = prompt + new tokens.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.experimental import mesh_utils, topologies  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
@@ -45,11 +49,13 @@ from jax.sharding import AxisType, Mesh  # noqa: E402
 
 from configs import lm as lm_config  # noqa: E402
 from configs import pm as pm_config  # noqa: E402
+from configs import ppo as ppo_config  # noqa: E402
 from hh_jax.model import flops  # noqa: E402
 from hh_jax.model.transformer import Transformer  # noqa: E402
 from hh_jax.parallel import mesh as mesh_lib  # noqa: E402
 from hh_jax.parallel.rules import MESH_AXES  # noqa: E402
-from hh_jax.train import lm, optimizer, pm, runner, state as state_lib  # noqa: E402
+from hh_jax.rl import ppo_stage  # noqa: E402
+from hh_jax.train import lm, optimizer, pm, ppo, runner, state as state_lib  # noqa: E402
 
 GIB = 2 ** 30
 # HBM per chip (one JAX device: v4 and v5p run both TensorCores as one "megacore" device).
@@ -63,7 +69,7 @@ GCLOUD_NAME = {"v5e": "v5litepod"}
 class Row:
   """One compiled configuration. batch: sequences (LM) or comparisons (PM), global."""
   rung: str
-  step: str  # "lm" | "pm"
+  step: str  # "lm" | "pm" | "ppo"
   topology: str  # e.g. "v5p:4x4x4"
   mesh: tuple[int, int, int]  # (data, fsdp, tensor)
   remat: str = "none"
@@ -94,6 +100,10 @@ PLAN = [
     Row("197m", "pm", "v5e:4x4", (1, 16, 1), **_FULL),
     Row("42m", "lm", "v5e:4x4", (16, 1, 1), accum=2, **_FULL),
     Row("42m", "pm", "v5e:4x4", (16, 1, 1), **_FULL),
+    # Meta-Llama-3-8B's shape (configs/models.py `llama3-8b`: GQA 32/8 heads, SwiGLU 14336,
+    # 128,256-token vocabulary, untied head), as an imported run would train it.
+    Row("llama3-8b", "pm", "v5p:2x4x4", (1, 8, 4), **_FULL),
+    Row("llama3-8b", "ppo", "v5p:2x4x4", (1, 8, 4), **_FULL),
 ]
 
 
@@ -121,9 +131,16 @@ def make_mesh(devices, shape) -> Mesh:
 
 def _stage_config(row: Row):
   arg = f"size={row.rung}"
-  c = lm_config.get_config(arg) if row.step == "lm" else pm_config.get_config(arg)
+  c = {"lm": lm_config, "pm": pm_config, "ppo": ppo_config}[row.step].get_config(arg)
   c.model.remat_policy = row.remat
   c.model.dtype = row.dtype
+  if row.step == "ppo":  # data.* as the other steps spell it: responses, prompt + new tokens
+    if row.seq_len:  # the prompt takes what the new tokens leave
+      c.prompts.prompt_len = row.seq_len - c.sampling.max_new_tokens
+    c.data = {"batch_size": row.batch or c.ppo.batch_size,
+              "seq_len": c.prompts.prompt_len + c.sampling.max_new_tokens}
+    c.optim.grad_accum_steps = 1
+    return c
   if row.batch:
     c.data.batch_size = row.batch
   if row.seq_len:
@@ -151,9 +168,36 @@ def _pm_step(c):
   return model, step, (2 * b, s), batch, pm.BATCH_NDIMS
 
 
+def _lower_ppo(c, mesh):
+  """PPO's update program lowered with its PPOState (policy with the LM head, value model
+  with the scalar head, both AdamW states) and one iteration's rollout batch, abstract."""
+  policy_cfg = ml_collections.ConfigDict(c.model.to_dict())
+  value_cfg = ml_collections.ConfigDict(c.model.to_dict())
+  policy_cfg.heads, value_cfg.heads = ("lm",), ("scalar",)
+  policy, value = Transformer(policy_cfg), Transformer(value_cfg)
+  tx, vtx = optimizer.make(c.optim, 10_000), optimizer.make(c.value_optim, 10_000)
+  example = jnp.zeros((mesh_lib.batch_size_divisor(mesh), 8), jnp.int32)
+  abstract, sh = ppo_stage.state_shardings(policy, value, tx, vtx, example, mesh)
+  b, s, t = c.data.batch_size, c.data.seq_len, c.sampling.max_new_tokens
+  shapes = {"tokens": ((b, s), jnp.int32), "mask": ((b, s), jnp.int32),
+            "response": ((b, t), jnp.int32), "response_mask": ((b, t), jnp.int32),
+            "scores": ((b,), jnp.float32)}
+  shapes.update({k: ((b, t), jnp.float32) for k in ("logp", "ref_logp", "values", "entropy")})
+  batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=mesh_lib.batch_sharding(mesh, len(shape)))
+           for k, (shape, dtype) in shapes.items()}
+  assert set(batch) == set(ppo_stage.BATCH_KEYS)
+  with mesh_lib.activate(mesh):
+    update = jax.jit(ppo.make_update(policy, value, c.ppo),
+                     in_shardings=(sh, {k: v.sharding for k, v in batch.items()}),
+                     out_shardings=(sh, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            abstract, sh)
+    return update.lower(abstract, batch), abstract, batch
+
+
 # step name -> builder(config) -> (model, step_fn, example token shape, abstract batch,
-# batch ndims). PPO: add "ppo" here once hh_jax/train/ppo.py has its update step.
-STEPS = {"lm": _lm_step, "pm": _pm_step}
+# batch ndims); "ppo" has its own state and is lowered by `_lower_ppo`.
+STEPS = {"lm": _lm_step, "pm": _pm_step, "ppo": None}
 
 
 @contextlib.contextmanager
@@ -180,6 +224,9 @@ def lower_row(row: Row, devices=None):
   runner.validate_model(c.model)
   devices = tpu_devices(row.topology) if devices is None else devices
   mesh = make_mesh(devices, row.mesh)
+  if row.step == "ppo":
+    lowered, abstract, batch = _lower_ppo(c, mesh)
+    return lowered, c, abstract, batch
   model, step_fn, example_shape, batch, ndims = STEPS[row.step](c)
   tx = optimizer.make(c.optim, 10_000)
   abstract, shardings = state_lib.abstract_and_shardings(
@@ -221,6 +268,9 @@ def compile_row(row: Row, devices=None) -> dict:
   hbm = HBM_GIB.get(gen, 0) * GIB
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
   tokens = (2 if row.step == "pm" else 1) * c.data.batch_size * c.data.seq_len
+  if row.step == "ppo":  # the value model trains too; every epoch passes over the batch
+    n_params += sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.value_params))
+    tokens *= 2 * int(c.ppo.epochs)
   return {
       **dataclasses.asdict(row), "slice": slice_name(row.topology), "chips": len(devices),
       "batch": c.data.batch_size, "seq_len": c.data.seq_len, "params": n_params,

@@ -5,6 +5,11 @@ Rungs follow the paper (Bai et al. 2022, appendix): d_model = 128 · n_layer, ML
 (`SMALL`) exist so the whole pipeline runs on a CPU in seconds; `nano`, `test` and `micro`
 (3k, 25k and 100k non-embedding parameters) are the three rungs of the local sweep test
 (configs/sweeps/pm_ladder.py), spread over 1.5 decades with the same 512-piece vocabulary.
+
+Beside them, the Llama family (`LLAMA`): RMSNorm, SwiGLU, grouped-query attention, rotary
+positions with a large theta (and Llama 3.1's rope scaling on the laptop rungs, so the tests
+run it), no biases, an untied LM head. `llama-test` and `llama-tiny` are laptop rungs;
+`llama3-8b` is Meta-Llama-3-8B's shape (8,030,261,248 parameters), for the memory plan.
 """
 import ml_collections
 
@@ -23,9 +28,21 @@ _LADDER = {
     "52b": (64, 8192, 64, 65536, 2048),
 }
 
-SIZES = tuple(_LADDER)
+# name -> (n_layers, d_model, n_heads, n_kv_heads, mlp_dim, vocab_size, max_len, rope)
+_LLAMA_ROPE_TEST = {"rope_theta": 500000.0, "rope_scaling": "llama3", "rope_factor": 8.0,
+                    "rope_low_freq_factor": 1.0, "rope_high_freq_factor": 4.0,
+                    "rope_original_max_len": 256}  # 256: one of head_dim 8's frequencies lands in the smoothed band
+_LLAMA = {
+    "llama-test": (2, 64, 8, 4, 128, 512, 128, _LLAMA_ROPE_TEST),
+    "llama-tiny": (2, 128, 8, 2, 352, 2048, 256, _LLAMA_ROPE_TEST),
+    "llama3-8b": (32, 4096, 32, 8, 14336, 128256, 8192,
+                  {"rope_theta": 500000.0, "rope_scaling": "none"}),
+}
+
+SIZES = tuple(_LADDER)  # the paper's ladder
+LLAMA = tuple(_LLAMA)  # family=llama, beside it
 # Rungs whose stage configs use laptop-scale defaults (batch, sequence, steps, learning rate).
-SMALL = ("nano", "test", "micro", "tiny")
+SMALL = ("nano", "test", "micro", "tiny", "llama-test", "llama-tiny")
 # Rungs whose layers are unrolled by default (model.scan_layers=False), on every platform.
 # Chosen from CPU timings: at 4-6 layers an unrolled stack compiles in seconds and runs
 # faster on XLA:CPU (no per-layer slicing of stacked weights and activations: the 13m PM
@@ -43,8 +60,10 @@ NOMINAL_PARAMS = {"13m": 13e6, "42m": 42e6, "197m": 197e6, "810m": 810e6,
 def get(size: str) -> ml_collections.ConfigDict:
   """The model config of one rung; an unknown name is a one-line error."""
   key = str(size).lower()
+  if key in _LLAMA:
+    return _llama(key)
   if key not in _LADDER:
-    raise ValueError(f"unknown model size {size!r}; use one of: {', '.join(SIZES)}")
+    raise ValueError(f"unknown model size {size!r}; use one of: {', '.join(SIZES + LLAMA)}")
   n_layers, d_model, n_heads, vocab, max_len = _LADDER[key]
   c = ml_collections.ConfigDict()
   c.size = key
@@ -62,4 +81,31 @@ def get(size: str) -> ml_collections.ConfigDict:
   c.heads = ("lm",)  # any of "lm", "scalar"
   c.layer_norm_eps = 1e-5
   c.init_std = 0.02
+  return c
+
+
+def _llama(key: str) -> ml_collections.ConfigDict:
+  """A Llama-family rung: the paper rung's fields with the Llama architecture's values."""
+  n_layers, d_model, n_heads, n_kv_heads, mlp_dim, vocab, max_len, rope = _LLAMA[key]
+  c = get("test")
+  c.update(size=key, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
+           head_dim=d_model // n_heads, mlp_dim=mlp_dim, vocab_size=vocab, max_len=max_len,
+           pos_embedding="rotary", scan_layers=True, layer_norm_eps=1e-5)
+  # The architecture fields (hh_jax.model.transformer.ARCH_DEFAULTS), set on every rung so
+  # a run's config.json spells them out.
+  c.norm = "rmsnorm"
+  c.mlp = "swiglu"
+  c.n_kv_heads = n_kv_heads
+  c.attn_bias = "none"
+  c.mlp_bias = False
+  c.tie_embeddings = False
+  c.parallel_residual = False
+  c.rotary_fraction = 1.0
+  c.rope_theta = 10000.0
+  c.rope_scaling = "none"
+  c.rope_factor = 8.0
+  c.rope_low_freq_factor = 1.0
+  c.rope_high_freq_factor = 4.0
+  c.rope_original_max_len = 8192
+  c.update(rope)
   return c

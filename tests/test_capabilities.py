@@ -241,7 +241,7 @@ def test_evaluate_end_to_end_on_a_random_lm(lm_run, capsys):
     assert 0.0 <= r["accuracy"] <= 1.0
     assert r["accuracy_norm"] is None if name == "lambada" else 0.0 <= r["accuracy_norm"] <= 1.0
   table = cap.tax_table({"lm": res, "ppo": res}, baseline="lm")
-  assert "| synthetic | 24 |" in table and "(+0.000)" in table
+  assert "| synthetic | 24 |" in table and "(+0.000 [+0.000, +0.000])" in table
 
   out = os.path.join(lm_run, "capabilities.json")
   rc = cap.main([f"--workdir={lm_run}", f"--task=arc:{TASKS['arc_easy']}", "--task=synthetic",

@@ -161,7 +161,7 @@ def test_pm_stage_and_online_loop_train_on_the_browsers_comparisons(round_, tmp_
   c.init.workdir = runs["lm"]
   c.data.train_files = path
   c.data.eval_files = path
-  c.data.seq_len = 64
+  c.data.seq_len = 96  # the PPO prompt budget is seq_len - max_new_tokens
   c.data.batch_size = 2
   c.mesh.data, c.mesh.tensor = 2, 4
   c.train.num_epochs = 2
@@ -175,7 +175,7 @@ def test_pm_stage_and_online_loop_train_on_the_browsers_comparisons(round_, tmp_
   o = online_config.get_config(
       f"size=test,init={runs['lm']},pm={runs['pm']},lm={runs['lm']},iterations=1,runlocal=True")
   o.online.human_files = path
-  o.pm_stage.data.seq_len = 64
+  o.pm_stage.data.seq_len = 96
   o.ppo_stage.train.total_steps = 2
   o.ppo_stage.eval.num_prompts = 8
   o.ppo_stage.eval.bon_n = 2

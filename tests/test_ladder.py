@@ -43,3 +43,19 @@ def test_ladder_keeps_paper_shape(size):
 def test_unknown_size_is_one_line():
   with pytest.raises(ValueError, match="unknown model size 'huge'; use one of"):
     models.get("huge")
+
+
+def test_llama_rungs_have_the_llama_shape():
+  """llama3-8b is Meta-Llama-3-8B: 8,030,261,248 parameters (untied 128,256-token head)."""
+  cfg, params = _abstract_params("llama3-8b")
+  flat = traverse_util.flatten_dict(params)
+  total = sum(int(np.prod(v.value.shape if hasattr(v, "value") else v.shape)) for v in flat.values())
+  assert total == 8_030_261_248
+  non_emb = sum(int(np.prod(v.value.shape if hasattr(v, "value") else v.shape))
+                for k, v in flat.items() if k[0] not in EMBEDDING_PARAMS + ("lm_head",))
+  assert flops.param_count_non_embedding(cfg) == non_emb
+  for size in models.LLAMA:
+    cfg = models.get(size)
+    assert (cfg.norm, cfg.mlp, cfg.tie_embeddings, cfg.pos_embedding) == (
+        "rmsnorm", "swiglu", False, "rotary")
+    assert cfg.n_heads % cfg.n_kv_heads == 0 and cfg.n_kv_heads < cfg.n_heads

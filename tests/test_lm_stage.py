@@ -63,12 +63,14 @@ def test_resumed_run_matches_uninterrupted(tmp_path):
 
 
 def test_loss_falls_on_synthetic_corpus(tmp_path):
-  c = _config(total_steps=30)
+  # 40 steps: the framed requests of the synthetic world (greetings, openers, closers) make
+  # the corpus less repetitive than it was, and 30 steps fell by 0.97 nats
+  c = _config(total_steps=40)
   c.optim.learning_rate = 3e-3
   c.optim.warmup_steps = 3
   lm.run(c, str(tmp_path))
   losses = _losses(tmp_path)
-  first, last = np.mean([losses[s] for s in (1, 2, 3)]), np.mean([losses[s] for s in (28, 29, 30)])
+  first, last = np.mean([losses[s] for s in (1, 2, 3)]), np.mean([losses[s] for s in (38, 39, 40)])
   assert last < first - 1.0, (first, last)
 
 

@@ -6,6 +6,10 @@ Needs libtpu (requirements-tpu.txt) for the TPU compiler; skipped without it. Th
 import os
 import sys
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 pytest.importorskip("libtpu", reason="libtpu is not installed: pip install -r requirements-tpu.txt "
@@ -13,6 +17,8 @@ pytest.importorskip("libtpu", reason="libtpu is not installed: pip install -r re
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 import memory_plan  # noqa: E402
+from configs import models  # noqa: E402
+from hh_jax.model.transformer import Transformer  # noqa: E402
 
 
 def test_13m_pm_step_compiles_for_v5p_8():
@@ -36,3 +42,26 @@ def test_slice_names_follow_gcloud():
   assert memory_plan.slice_name("v5p:4x4x4") == "v5p-128"
   assert memory_plan.slice_name("v4:4x4x8") == "v4-256"
   assert memory_plan.slice_name("v5e:16x16") == "v5litepod-256"
+
+
+def test_llama_ppo_update_compiles_for_v5p_8_with_both_models_sharded():
+  """The PPO row: policy + value model and both AdamW states of a GQA Llama-family rung."""
+  row = memory_plan.Row("llama-test", "ppo", "v5p:2x2x1", (1, 2, 2), remat="full",
+                        dtype="bfloat16", batch=16)
+  try:
+    devices = memory_plan.tpu_devices(row.topology)
+  except Exception as e:  # pylint: disable=broad-except
+    pytest.skip(f"libtpu cannot describe {row.topology} here: {str(e).splitlines()[0][:200]}")
+  r = memory_plan.compile_row(row, devices)
+  assert r["compiler_error"] == "" and r["fits"] and r["seq_len"] == 64 + 48
+  # Both trainable models are in the state: the policy (LM head) and the value (scalar head).
+  counts = {}
+  for heads in (("lm",), ("scalar",)):
+    cfg = models.get("llama-test")
+    cfg.heads = heads
+    tree = jax.eval_shape(Transformer(cfg).init, jax.random.PRNGKey(0),
+                          jax.ShapeDtypeStruct((1, 8), jnp.int32))["params"]
+    counts[heads] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(tree)))
+  assert r["params"] == counts[("lm",)] + counts[("scalar",)]
+  # float32 params + two Adam moments over 4 chips, at least (TPU tiles pad arrays this small).
+  assert r["argument_gib"] >= 3 * 4 * r["params"] / 4 / memory_plan.GIB

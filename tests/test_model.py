@@ -1,10 +1,13 @@
 """Model invariants: causality, padding independence, heads, dtypes, scan/remat variants."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import model_variants
 from configs import models
+from hh_jax.model import transformer
 from hh_jax.model.transformer import Transformer
 
 
@@ -53,6 +56,69 @@ def test_left_and_right_padding_give_same_scores(pos):
   np.testing.assert_allclose(out_r["scalar"][0, :7], unpadded["scalar"][0], atol=1e-5)
   np.testing.assert_allclose(out_l["scalar"][0, 5:], unpadded["scalar"][0], atol=1e-5)
   np.testing.assert_allclose(out_l["logits"][0, 5:], out_r["logits"][0, :7], atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", model_variants.VARIANTS[2:])
+def test_llama_family_is_causal_and_padding_free(variant):
+  cfg = model_variants.get(variant)
+  cfg.heads = ("lm", "scalar")
+  model = Transformer(cfg)
+  params = _params(model)
+  rng = np.random.default_rng(1)
+  real = rng.integers(3, cfg.vocab_size, size=7)
+  left = np.zeros((1, 12), np.int32)
+  left[0, 5:] = real
+  out_l = _apply(model, params, jnp.asarray(left), jnp.asarray(left > 0))
+  unpadded = _apply(model, params, jnp.asarray(real[None]))
+  np.testing.assert_allclose(out_l["logits"][0, 5:], unpadded["logits"][0], atol=1e-4)
+  np.testing.assert_allclose(out_l["scalar"][0, 5:], unpadded["scalar"][0], atol=1e-5)
+  changed = real.copy()
+  changed[5:] = (changed[5:] + 1) % cfg.vocab_size
+  out_c = _apply(model, params, jnp.asarray(changed[None]))
+  np.testing.assert_allclose(out_c["logits"][0, :5], unpadded["logits"][0, :5], atol=1e-5)
+
+
+def test_grouped_query_attention_is_multi_head_with_shared_key_values():
+  """GQA with 2 kv heads == MHA whose 8 heads' keys/values repeat each kv head 4 times
+  (query head j reads kv head j // 4, as HF's repeat_kv); the cache is 4x smaller."""
+  gqa_cfg = model_variants.get("llama")
+  gqa_cfg.n_kv_heads = 2
+  mha_cfg = model_variants.get("llama")
+  mha_cfg.n_kv_heads = 8
+  gqa, mha = Transformer(gqa_cfg), Transformer(mha_cfg)
+  params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
+                        nn.unbox(_params(gqa)))
+  rep = lambda k: jnp.repeat(k, 4, axis=2)  # noqa: E731  [layers, embed, kv_heads, kv] -> heads
+  attn = dict(params["layers"]["attn"])
+  attn["key"] = {"kernel": rep(attn["key"]["kernel"])}
+  attn["value"] = {"kernel": rep(attn["value"]["kernel"])}
+  mha_params = {**params, "layers": {**params["layers"], "attn": attn}}
+  tokens = jnp.asarray(np.random.default_rng(4).integers(3, 500, size=(2, 10)))
+  a, b = _apply(gqa, params, tokens)["logits"], _apply(mha, mha_params, tokens)["logits"]
+  assert float(jnp.abs(a).max()) > 1.0
+  np.testing.assert_allclose(a, b, atol=1e-4)
+  k_gqa = transformer.init_cache(gqa_cfg, 2, 16)["k"][0]
+  assert k_gqa.shape == (2, 2, gqa_cfg.head_dim, 16)
+  assert transformer.init_cache(mha_cfg, 2, 16)["k"][0].shape[1] == 8
+
+
+def test_llama3_rope_frequencies_equal_transformers():
+  torch = pytest.importorskip("torch")
+  rope_utils = pytest.importorskip("transformers.modeling_rope_utils")
+  transformers = pytest.importorskip("transformers")
+  cfg = models.get("llama-test")
+  cfg.head_dim = 64  # enough frequencies to populate all three bands
+  hf = transformers.LlamaConfig(
+      hidden_size=512, num_attention_heads=8, head_dim=64, max_position_embeddings=1024,
+      rope_parameters={"rope_type": "llama3", "rope_theta": cfg.rope_theta,
+                       "factor": cfg.rope_factor, "low_freq_factor": cfg.rope_low_freq_factor,
+                       "high_freq_factor": cfg.rope_high_freq_factor,
+                       "original_max_position_embeddings": cfg.rope_original_max_len})
+  theirs, _ = rope_utils.ROPE_INIT_FUNCTIONS["llama3"](hf, torch.device("cpu"))
+  ours = transformer.rope_frequencies(cfg)
+  plain = 1.0 / cfg.rope_theta ** (np.arange(0, 64, 2) / 64)
+  assert (ours < plain * 0.99).sum() > 3 and np.isclose(ours, plain).sum() > 3  # all bands occur
+  np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-6)
 
 
 def test_heads_are_selectable():
@@ -194,3 +260,19 @@ def test_weight_gradient_transposes_read_one_buffer(rows, d_in, d_out):
   want = jax.grad(lambda w, a: jnp.sum(jnp.dot(a * b + c, w) * (dy * e + 1.0)), argnums=(0, 1))(w, a)
   for got, ref in zip(grad(*args), want):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("norm", "batchnorm", "model.norm='batchnorm'"),
+    ("n_kv_heads", 3, "model.n_kv_heads=3 does not divide model.n_heads=8"),
+    ("rope_scaling", "yarn", "model.rope_scaling='yarn'"),
+    ("rotary_fraction", 0.1, "model.rotary_fraction=0.1 rotates 0"),
+])
+def test_bad_architecture_field_is_one_line(field, value, message):
+  from hh_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from hh_jax.train import runner  # pylint: disable=g-import-not-at-top
+  cfg = models.get("llama-test")
+  setattr(cfg, field, value)
+  with pytest.raises(UserError, match=message) as e:
+    runner.validate_model(cfg)
+  assert "\n" not in str(e.value)

@@ -34,31 +34,9 @@ def _config(dirs):
   return c
 
 
-def _informative_samples(monkeypatch):
-  """The test rung's LM writes gibberish, which the gold labeler scores 0 throughout: every
-  pair would be a gold tie, dropped, and the loop would collect nothing. So each sampled
-  response gets 0-3 of its request's detail words (how many: a hash of the sampled text),
-  which the gold labeler tells apart; the loop, its sampler and its labels are the real ones."""
-  import zlib  # pylint: disable=g-import-not-at-top
-  from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
-  real = online.Policies.respond
-
-  def respond(self, workdir, contexts, key, k=1):
-    out = []
-    for ctx, rs in zip(contexts, real(self, workdir, contexts, key, k)):
-      topic = synthetic.parse_request(ctx).topic
-      details = synthetic.TOPIC_BY_NAME[topic].details if topic else ()
-      out.append([r + "".join(f" {d}." for d in details[:zlib.crc32(r.encode()) % 4])
-                  for r in rs])
-    return out
-
-  monkeypatch.setattr(online.Policies, "respond", respond)
-
-
 def test_two_iterations_record_pm_ppo_and_elo(runs, monkeypatch):
   root, dirs = runs
-  _informative_samples(monkeypatch)
+  rl_runs.informative_samples(monkeypatch)
   work = str(root / "loop")
   # A policy deployed before the loop (as the pipeline deploys its PPO run): the LM again,
   # under another directory name.
@@ -129,8 +107,10 @@ class _Recorder:
   def respond(self, workdir, contexts, key, k=1, with_stopped=False):
     del key
     self.calls.append((os.path.basename(workdir), k))
-    texts = [[f"From {os.path.basename(workdir)} draw {j} of {k} for {n}." for j in range(k)]
-             for n in range(len(contexts))]
+    # best-of-k candidates refuse, so gold never ties them with A (a gold tie is no pair)
+    tail = " I can't help." if k > 1 else ""
+    texts = [[f"From {os.path.basename(workdir)} draw {j} of {k} for {n}.{tail}"
+              for j in range(k)] for n in range(len(contexts))]
     return (texts, [[True] * k for _ in texts]) if with_stopped else texts
 
 

@@ -25,8 +25,8 @@ class CharTok:
     return [4 + (ord(ch) % 500) for ch in text]
 
 
-def _cfg(lm=False):
-  cfg = models.get("test")
+def _cfg(lm=False, size="test"):
+  cfg = models.get(size)
   cfg.heads = ("lm", "scalar") if lm else ("scalar",)
   return cfg
 
@@ -92,8 +92,8 @@ def _optim():
       weight_decay=0.1, grad_clip_norm=1.0))
 
 
-def _one_step(shape, accum=1, lm_weight=0.5):
-  cfg = _cfg(lm=True)
+def _one_step(shape, accum=1, lm_weight=0.5, size="test"):
+  cfg = _cfg(lm=True, size=size)
   mesh_cfg = ml_collections.ConfigDict(dict(zip(("data", "fsdp", "tensor"), shape)))
   mesh = mesh_lib.make_mesh(mesh_cfg, devices=jax.devices()[:int(np.prod(shape))])
   model = Transformer(cfg)
@@ -120,6 +120,16 @@ def test_sharded_step_equals_single_device(shape, accum, reference):
   ref_metrics, ref_params = reference
   metrics, params = _one_step(shape, accum)
   for k in ("loss", "accuracy", "margin", "reward_mean", "reward_std", "lm_loss"):
+    np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=PARAM_ATOL),
+               params, ref_params)
+
+
+def test_llama_family_sharded_step_equals_single_device():
+  """The PM step on a GQA + SwiGLU + RMSNorm + rope config, kv heads split over tensor=4."""
+  ref_metrics, ref_params = _one_step((1, 1, 1), size="llama-test")
+  metrics, params = _one_step((1, 2, 4), 2, size="llama-test")
+  for k in ("loss", "accuracy", "margin", "lm_loss"):
     np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=1e-5, atol=1e-6, err_msg=k)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=PARAM_ATOL),
                params, ref_params)

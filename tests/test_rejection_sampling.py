@@ -11,6 +11,7 @@ from configs import rs as rs_config
 from hh_jax.data import hh_rlhf
 from hh_jax.errors import UserError
 from hh_jax.rl import rejection_sampling as rs
+from hh_jax.rl import prompts as prompts_lib
 from hh_jax.rl import reward
 from hh_jax.train import lm
 
@@ -153,7 +154,9 @@ class _Policies:
     del workdir, key
     if k == 1:
       return [[" Sure."] for _ in contexts]
-    texts = [[" ab", " a much longer reply that hit the limit", " abcdefgh", " abcdefgh"][:k]
+    # the pick refuses, so gold never ties it with A's " Sure." (a gold tie is no pair)
+    texts = [[" ab", " a much longer reply that hit the limit", " I can't help.",
+              " I can't help."][:k]
              for _ in contexts]
     flags = [[True, False, True, True][:k] for _ in contexts]
     return (texts, flags) if with_stopped else texts
@@ -164,6 +167,13 @@ def test_online_best_of_k_keeps_the_highest_reward(tmp_path, monkeypatch):
   from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
   c = online_config.get_config("size=test,init=/a,pm=/b,lm=/a,runlocal=True")
   c.online.rs_share, c.online.rs_k, c.online.test_fraction = 1.0, 4, 0.0
+
+  class _Bytes:  # a tokenizer stand-in for the prompt budget: one id per byte
+    def encode(self, text):
+      return list(text.encode())
+
+  monkeypatch.setattr(online, "prompt_fit", lambda *a: prompts_lib.PromptFit(
+      _Bytes(), 10_000, "test", "none"))
   monkeypatch.setattr(reward.PMScorer, "from_workdir",
                       classmethod(lambda cls, *a, **k: _LengthPM()))
   out = str(tmp_path / "c.jsonl")
@@ -173,7 +183,7 @@ def test_online_best_of_k_keeps_the_highest_reward(tmp_path, monkeypatch):
   # B is the longest reply that stopped: never the longer one that hit the token limit
   # (PPO's no-stop penalty; the PM's score alone would pick it), never the shortest.
   for p in pairs:
-    assert {p.chosen, p.rejected} == {" Sure.", " abcdefgh"}
+    assert {p.chosen, p.rejected} == {" Sure.", " I can't help."}
 
 
 def test_report_pm_table_scores_stopped_replies_and_stop_rates_apart(monkeypatch):

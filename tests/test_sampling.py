@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import model_variants
 from configs import models
 from hh_jax.model import sampling, transformer
 from hh_jax.parallel import mesh as mesh_lib
@@ -30,10 +31,9 @@ def _full(model, params, prompts, settings, key, bucket=16):
   return jax.device_get(fn(params, tokens, mask, key=key))
 
 
-@pytest.mark.parametrize("pos", ["learned", "rotary"])
-def test_prefill_and_decode_logits_equal_the_full_forward(pos):
-  cfg = models.get("test")
-  cfg.pos_embedding = pos
+@pytest.mark.parametrize("variant", model_variants.VARIANTS)
+def test_prefill_and_decode_logits_equal_the_full_forward(variant):
+  cfg = model_variants.get(variant)
   model = transformer.Transformer(cfg)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
   rng = np.random.default_rng(1)
@@ -122,6 +122,25 @@ def test_sharded_equals_one_device_and_key_reproduces(setup):
   assert not np.array_equal(a["tokens"], c["tokens"])
 
 
+def test_gqa_sampler_sharded_over_kv_heads_equals_one_device():
+  """A llama-test model (8 query heads over 4 kv heads) sampled with its cache split over
+  tensor=4 gives one device's tokens; the cache holds the kv heads only."""
+  cfg = models.get("llama-test")
+  cfg.init_std = 0.3
+  params = transformer.Transformer(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
+  rng = np.random.default_rng(4)
+  prompts = [list(rng.integers(3, cfg.vocab_size, size=n)) for n in (5, 11, 3, 8)]
+  settings = sampling.Settings(max_new_tokens=8, temperature=1.0, top_k=50)
+  one = sampling.Sampler(cfg, params)(prompts, jax.random.PRNGKey(7), settings)
+  mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 1, "tensor": 4})
+  sharded = sampling.Sampler(cfg, jax.device_put(params, mesh_lib.replicated(mesh)), mesh)
+  out = sharded(prompts, jax.random.PRNGKey(7), settings)
+  np.testing.assert_array_equal(one["tokens"], out["tokens"])
+  np.testing.assert_allclose(one["logprobs"], out["logprobs"], atol=1e-4)
+  cache = next(iter(sharded._caches.values()))
+  assert cache["k"][0].shape[1] == 4 and cache["k"][0].sharding.shard_shape(cache["k"][0].shape)[1] == 1
+
+
 def test_prompt_buckets_share_one_program(setup):
   cfg, _, params, prompts = setup
   sampler = sampling.Sampler(cfg, params, buckets=(8, 32))
@@ -171,9 +190,10 @@ def test_stream_matches_the_compiled_loop_and_chat_keeps_history(setup):
   assert shown.getvalue().count("Assistant:") >= 2
 
 
-@pytest.mark.parametrize("scan", [True, False])
-def test_cpu_decode_layout_gives_the_plain_weights_samples(scan):
-  cfg = models.get("test")
+@pytest.mark.parametrize("scan,variant", [(True, "gpt2"), (False, "gpt2")] +
+                         [(True, v) for v in model_variants.VARIANTS[1:]])
+def test_cpu_decode_layout_gives_the_plain_weights_samples(scan, variant):
+  cfg = model_variants.get(variant)
   cfg.init_std, cfg.scan_layers = 0.3, scan
   model = transformer.Transformer(cfg)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]

@@ -32,8 +32,8 @@ def _batch():
   return {"inputs": window[:, :-1], "targets": window[:, 1:], "mask": np.ones((8, 16), np.int32)}
 
 
-def _one_step(shape, accum=1):
-  cfg = models.get("test")
+def _one_step(shape, accum=1, size="test"):
+  cfg = models.get(size)
   mesh_cfg = ml_collections.ConfigDict(dict(zip(("data", "fsdp", "tensor"), shape)))
   n = int(np.prod(shape))
   mesh = mesh_lib.make_mesh(mesh_cfg, devices=jax.devices()[:n])
@@ -58,6 +58,17 @@ def test_sharded_step_equals_single_device(shape, reference):
   assert len(jax.devices()) == 8
   ref_metrics, ref_params = reference
   metrics, params = _one_step(shape)
+  np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=PARAM_ATOL),
+               params, ref_params)
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 2), (1, 2, 4)])
+def test_llama_family_sharded_step_equals_single_device(shape):
+  """GQA (8 query heads over 4 kv heads, split by tensor=4), SwiGLU, RMSNorm, llama3 rope."""
+  ref_metrics, ref_params = _one_step((1, 1, 1), size="llama-test")
+  metrics, params = _one_step(shape, size="llama-test")
+  assert params["layers"]["attn"]["key"]["kernel"].shape[2] == 4  # [layers, embed, kv_heads, kv]
   np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=PARAM_ATOL),
                params, ref_params)

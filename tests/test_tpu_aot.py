@@ -4,7 +4,8 @@ The XLA:CPU GEMM workarounds (`hh_jax/model/cpu_gemm.py`: a conditional around e
 transpose, optimization barriers, a custom VJP) belong in CPU programs only. They are
 chosen by the lowering platform, so a step compiled for TPU (AOT, with libtpu describing
 a v5p slice; nothing runs) must hold no conditional and no optimization barrier, whatever
-host traced it. Covers an unrolled stack (13m) and a scanned, rematerialized one (tiny).
+host traced it. Covers an unrolled stack (13m), a scanned, rematerialized one (tiny), and
+the Llama family (GQA, SwiGLU, untied head) in the LM step and PPO's update.
 """
 from __future__ import annotations
 
@@ -38,12 +39,14 @@ def _cpu_only_ops(text: str) -> dict:
 
 
 @pytest.mark.parametrize("rung,step,remat", [("13m", "lm", "none"), ("13m", "pm", "none"),
-                                             ("tiny", "lm", "full"), ("tiny", "pm", "full")])
+                                             ("tiny", "lm", "full"), ("tiny", "pm", "full"),
+                                             ("llama-tiny", "lm", "full"),
+                                             ("llama-tiny", "ppo", "full")])
 def test_tpu_train_step_has_no_cpu_workarounds(devices, rung, step, remat):
   row = memory_plan.Row(rung, step, TOPOLOGY, (1, 2, 2), remat=remat, dtype="bfloat16",
                         batch=8, seq_len=128)
   lowered, c, _, _ = memory_plan.lower_row(row, devices)
-  assert c.model.scan_layers == (rung == "tiny")  # both stack structures are covered
+  assert c.model.scan_layers == (rung != "13m")  # both stack structures are covered
   stablehlo = lowered.as_text()
   # The CPU branch (its barriers) is dropped at lowering; platform_dependent leaves a
   # one-branch case behind that the TPU compiler inlines.

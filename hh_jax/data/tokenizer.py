@@ -17,6 +17,7 @@ import jax
 import sentencepiece as spm
 
 from hh_jax import files
+from hh_jax.data import hf_text_tokenizer
 from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.parallel import multihost
 
@@ -61,10 +62,15 @@ class Tokenizer:
 
   @classmethod
   def load(cls, path: str) -> "Tokenizer":
+    """The tokenizer at `path`: SentencePiece, or an imported model's Hugging Face tokenizer
+    (`hf_text_tokenizer`, a JSON bundle under the same file name), told apart by content."""
     if not files.exists(path):
       raise FileNotFoundError(f"no tokenizer at {path}; run the LM stage in this workdir first "
                               "or point --config.tokenizer_path at an existing tokenizer.model")
-    return cls(files.read_bytes(path))
+    data = files.read_bytes(path)
+    if hf_text_tokenizer.is_bundle(data):
+      return hf_text_tokenizer.HFTokenizer(data)
+    return cls(data)
 
 
 def train(texts: Iterable[str], vocab_size: int) -> Tokenizer:

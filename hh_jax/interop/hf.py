@@ -6,11 +6,17 @@
 `export` reads an LM-family run (lm, distill, ppo: config.json with a `model` section,
 checkpoints/, tokenizer.model) and writes a directory that
 `transformers.AutoModelForCausalLM.from_pretrained(DIR)` loads with hh_jax's logits
-(GPT-2 for learned positions, GPT-NeoX for rotary), and that `AutoTokenizer` loads with
-hh_jax's ids. `import` turns a GPT-2-family checkpoint (config.json + safetensors) into an
-LM-stage workdir: config.json, an orbax checkpoint holding a `TrainState` at step 0 (params
-at `state.params`, fresh optimizer moments), and tokenizer.model when one is given, so
-`load_lm`, the PM stages' `init.workdir` and distillation read it as they read an LM run.
+(GPT-2 for learned positions; for rotary ones Llama for RMSNorm + SwiGLU, Qwen2 for that
+with q/k/v biases, GPT-NeoX for LayerNorm + GELU), and that `AutoTokenizer` loads with
+hh_jax's ids. `import` turns a `GPT2LMHeadModel`, `LlamaForCausalLM` (Llama 2/3, Mistral
+without a sliding window), `Qwen2ForCausalLM` or `GPTNeoXForCausalLM` (Pythia) checkpoint
+(config.json + safetensors, sharded or not) into an LM-stage workdir: config.json (the
+full model section, so a stage started from it needs no --config.model.* flags), an orbax
+checkpoint holding a `TrainState` at step 0 (params at `state.params`, fresh optimizer
+moments), and its tokenizer: the model's own `tokenizer.json` (`hf_text_tokenizer`, EOS ids
+from generation_config.json), or an hh_jax tokenizer.model given with --tokenizer, so
+`load_lm`, the chat CLI, the PM stages' `init.workdir`, PPO and distillation read it as they
+read an LM run.
 
 Only numpy, safetensors and json touch the weights: hh_jax never needs torch for this.
 The name maps live in `hf_weights.py`, the tokenizer conversion in `hf_tokenizer.py`;
@@ -30,9 +36,9 @@ import ml_collections
 import numpy as np
 
 from hh_jax import checkpoint as ckpt_lib
-from hh_jax.data import tokenizer as tok_lib
+from hh_jax.data import hf_text_tokenizer, tokenizer as tok_lib
 from hh_jax.errors import UserError
-from hh_jax.interop import hf_tokenizer, hf_weights
+from hh_jax.interop import hf_llama, hf_tokenizer, hf_weights
 from hh_jax.model import params as params_lib
 from hh_jax.model import transformer
 
@@ -79,11 +85,16 @@ def export(workdir: str, out: str) -> dict:
   tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}
   st.save_file(tensors, os.path.join(out, SAFETENSORS), metadata={"format": "pt"})
   _write_json(os.path.join(out, "config.json"), hf_config)
-  # generate() stops a turn where hh_jax's sampler does (sampling.stop_ids_for).
-  stops = sorted({tok.eos_id, tok.eoc_id, tok.human_id, tok.assistant_id})
+  if isinstance(tok, hf_text_tokenizer.HFTokenizer):
+    # An imported model's own tokenizer goes back as it came; its EOS ids end generate().
+    stops = sorted(tok.eos_ids)
+    hf_tokenizer.write_hf(tok, out)
+  else:
+    # generate() stops a turn where hh_jax's sampler does (sampling.stop_ids_for).
+    stops = sorted({tok.eos_id, tok.eoc_id, tok.human_id, tok.assistant_id})
+    hf_tokenizer.write(tok, out)
   _write_json(os.path.join(out, "generation_config.json"),
               {"eos_token_id": stops, "pad_token_id": tok.pad_id, "bos_token_id": tok.eos_id})
-  hf_tokenizer.write(tok, out)
   if cfg.dtype != "float32":
     print(f"note: {workdir} computes in {cfg.dtype}; the weights are written in float32, so "
           f"load with dtype=torch.{cfg.dtype} for its numerics", file=sys.stderr)
@@ -115,6 +126,36 @@ def read_hf_checkpoint(hf_dir: str) -> tuple[dict, dict]:
       raise UserError(f"cannot read {shard} with numpy ({ckpt_lib.first_line(e)}); "
                       "re-save the model in float32 (model.float().save_pretrained(DIR))") from None
   return hf, tensors
+
+
+def _eos_ids(hf_dir: str, hf: dict) -> list[int]:
+  """EOS ids from generation_config.json (an int or a list), else config.json."""
+  gen_path = os.path.join(hf_dir, "generation_config.json")
+  gen = json.load(open(gen_path)) if os.path.exists(gen_path) else {}
+  eos = gen.get("eos_token_id", hf.get("eos_token_id"))
+  if eos is None:
+    raise UserError(f"{hf_dir}'s config.json and generation_config.json give no eos_token_id; "
+                    "add one so hh_jax's sampler knows where a reply ends")
+  return [int(i) for i in (eos if isinstance(eos, list) else [eos])]
+
+
+def hf_tokenizer_of(hf_dir: str, hf: dict, vocab_size: int):
+  """The model's own tokenizer.json as an `HFTokenizer`, or None when the dir has none."""
+  path = os.path.join(hf_dir, "tokenizer.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  eos = _eos_ids(hf_dir, hf)
+  pad = hf.get("pad_token_id")
+  try:
+    tok = hf_text_tokenizer.HFTokenizer(hf_text_tokenizer.bundle(text, eos, pad))
+  except ValueError as e:
+    raise UserError(f"cannot use {path}: {ckpt_lib.first_line(e)}") from None
+  if tok.vocab_size > vocab_size:
+    raise UserError(f"{path} has {tok.vocab_size} tokens but the model's vocab_size is "
+                    f"{vocab_size}; it is not this model's tokenizer")
+  return tok
 
 
 def _load_tokenizer(path: str, vocab_size: int) -> tok_lib.Tokenizer:
@@ -175,30 +216,43 @@ def write_workdir(workdir: str, model_section: dict, params, tok=None, source=No
     tok.save(os.path.join(workdir, tok_lib.FILENAME))
 
 
+# model_type -> (model section from config.json, params from tensors)
+FAMILIES = {
+    "gpt2": (hf_weights.model_config_from_gpt2, hf_weights.params_from_gpt2),
+    "gpt_neox": (hf_weights.model_config_from_neox, hf_weights.params_from_neox),
+    **{t: (hf_llama.model_config, hf_llama.params_from_hf) for t in hf_llama.MODEL_TYPES},
+}
+
+
 def import_(hf_dir: str, workdir: str, tokenizer: str | None = None,
             scan_layers: bool = True) -> dict:
-  """Writes an LM-stage workdir from a GPT-2 checkpoint; returns its model section."""
+  """Writes an LM-stage workdir from an HF checkpoint (`FAMILIES`); returns its model section."""
   hf_dir, workdir = os.path.abspath(hf_dir), os.path.abspath(workdir)
   hf, tensors = read_hf_checkpoint(hf_dir)
-  mc = hf_weights.model_config_from_gpt2(hf, scan_layers)
-  tok_path = tokenizer or os.path.join(hf_dir, tok_lib.FILENAME)
-  tok = _load_tokenizer(tok_path, mc["vocab_size"]) if os.path.exists(tok_path) or tokenizer else None
-  params = hf_weights.params_from_gpt2(tensors, mc)
+  model_type = hf.get("model_type")
+  if model_type not in FAMILIES:
+    raise UserError(f"config.json has model_type={model_type!r}; hh_jax imports "
+                    f"{', '.join(sorted(FAMILIES))}")
+  config_of, params_of = FAMILIES[model_type]
+  try:
+    mc = config_of(hf, scan_layers)
+  except KeyError as e:
+    raise UserError(f"config.json lacks {e.args[0]}, which a {model_type} config has; "
+                    "point --hf_dir at a save_pretrained directory") from None
+  if tokenizer:
+    tok = _load_tokenizer(tokenizer, mc["vocab_size"])
+  elif os.path.exists(os.path.join(hf_dir, tok_lib.FILENAME)):
+    tok = _load_tokenizer(os.path.join(hf_dir, tok_lib.FILENAME), mc["vocab_size"])
+  else:
+    tok = hf_tokenizer_of(hf_dir, hf, mc["vocab_size"])
+  params = params_of(tensors, mc)
   _check_tree(params, mc)
-  write_workdir(workdir, mc, params, tok,
-                source={"hf_dir": hf_dir, "model_type": hf["model_type"]})
+  write_workdir(workdir, mc, params, tok, source={"hf_dir": hf_dir, "model_type": model_type})
   if tok is None:
-    print(f"note: {hf_dir} has no sentencepiece tokenizer.model and hh_jax cannot use a BPE "
-          "tokenizer.json: pass --tokenizer=PATH (an hh_jax tokenizer.model) before running a "
-          "stage on this workdir", file=sys.stderr)
+    print(f"note: {hf_dir} has neither tokenizer.json nor tokenizer.model: pass "
+          "--tokenizer=PATH (an hh_jax tokenizer.model) before running a stage on this "
+          "workdir", file=sys.stderr)
   return mc
-
-
-def model_flags(mc: dict) -> str:
-  """The --config.model.* overrides that make a stage's model this one."""
-  keys = ("n_layers", "d_model", "n_heads", "head_dim", "mlp_dim", "vocab_size", "max_len",
-          "layer_norm_eps", "scan_layers")
-  return " ".join(f"--config.model.{k}={mc[k]}" for k in keys)
 
 
 def _parse(argv):
@@ -207,7 +261,8 @@ def _parse(argv):
   e = sub.add_parser("export", help="an hh_jax LM run -> a transformers model dir")
   e.add_argument("--workdir", required=True, help="the lm / distill / ppo run")
   e.add_argument("--out", required=True, help="the HF model directory to write")
-  i = sub.add_parser("import", help="a GPT-2 safetensors checkpoint -> an LM-stage workdir")
+  i = sub.add_parser("import", help="a GPT-2 / Llama / Mistral / Qwen2 / GPT-NeoX safetensors "
+                     "checkpoint -> an LM-stage workdir")
   i.add_argument("--hf_dir", required=True, help="a save_pretrained directory")
   i.add_argument("--workdir", required=True, help="the new hh_jax workdir")
   i.add_argument("--tokenizer", default=None, help="an hh_jax tokenizer.model to put beside it")
@@ -224,8 +279,9 @@ def main(argv=None) -> None:
       print(f"wrote {hf_config['architectures'][0]} to {args.out}")
     else:
       mc = import_(args.hf_dir, args.workdir, args.tokenizer, scan_layers=not args.unrolled)
-      print(f"wrote an LM workdir to {args.workdir}; start a stage from it with "
-            f"--config.init.workdir={args.workdir} {model_flags(mc)}")
+      print(f"wrote an LM workdir ({mc['size']}, {mc['n_layers']} layers) to {args.workdir}; "
+            f"start a stage from it with --config.init.workdir={args.workdir} (the model "
+            "config comes from its config.json)")
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

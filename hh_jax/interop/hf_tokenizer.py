@@ -111,3 +111,20 @@ def write(tok: tok_lib.Tokenizer, out_dir: str) -> None:
   with open(os.path.join(out_dir, "special_tokens_map.json"), "w") as f:
     json.dump({**special, "additional_special_tokens": [piece(tok.eoc_id)]}, f, indent=1)
   tok.save(os.path.join(out_dir, tok_lib.FILENAME))
+
+
+def write_hf(tok, out_dir: str) -> None:
+  """An imported model's own tokenizer (`hf_text_tokenizer.HFTokenizer`) written back as the
+  tokenizer.json it came from, with a tokenizer_config.json naming its EOS and pad tokens."""
+  import tokenizers
+
+  with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
+    f.write(tok.tokenizer_json)
+  tk = tokenizers.Tokenizer.from_str(tok.tokenizer_json)
+  special = {"eos_token": tk.id_to_token(tok.eos_id), "pad_token": tk.id_to_token(tok.pad_id)}
+  config = {"tokenizer_class": "PreTrainedTokenizerFast", **special,
+            "clean_up_tokenization_spaces": False, "model_max_length": 1 << 30}
+  with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+    json.dump(config, f, indent=1)
+  with open(os.path.join(out_dir, "special_tokens_map.json"), "w") as f:
+    json.dump(special, f, indent=1)

@@ -1,64 +1,57 @@
 """hh_jax params <-> Hugging Face GPT-2 / GPT-NeoX tensors, as numpy, with no torch.
 
+(The Llama / Mistral / Qwen2 maps are in `hf_llama.py`, what they share in `hf_common.py`.)
+
 What maps to what (hh_jax/model/transformer.py on the left):
 
 - pre-LN blocks, tanh-approximated GELU (flax `nn.gelu`) = HF `gelu_new`, tied LM head,
   attention scaled by head_dim^-0.5, LayerNorm eps from the config;
 - `learned` positions = GPT-2 (`GPT2LMHeadModel`): `wte`, `wpe` [max_len, d_model],
   `c_attn` = [q | k | v] columns (Conv1D: x @ W), `c_proj`, `mlp.c_fc`/`mlp.c_proj`;
-- `rotary` positions = GPT-NeoX with rotary_pct 1.0, base 10000 and sequential residuals
-  (`use_parallel_residual=False`): NeoX rotates halves [x1, x2] as `transformer.rotary`
-  does; its fused `query_key_value` is head-major ([q_h, k_h, v_h] per head) and its
-  Linear weights are [out, in];
-- hh_jax has no key bias; HF's is written as zeros. Importing drops HF's key bias, which
-  is exact: q·(k + b_k) = q·k + q·b_k, and q·b_k is the same for every key of a query, so
-  softmax cancels it.
+- `rotary` positions with LayerNorm and a GELU MLP = GPT-NeoX (Pythia): NeoX rotates halves
+  [x1, x2] as `transformer.rotary` does, the leading `rotary_pct` of each head
+  (`rotary_fraction`), with base `rotary_emb_base` (`rope_theta`); `use_parallel_residual`
+  is `parallel_residual`; `hidden_act` "gelu" is the erf form (`mlp=gelu_exact`); its fused
+  `query_key_value` is head-major ([q_h, k_h, v_h] per head), Linear weights are [out, in],
+  and an untied head is `embed_out` (`lm_head`);
+- a bias hh_jax's model lacks (the key's under the default `attn_bias=qvo`, any under
+  `none` or `mlp_bias=False`) is written as zeros, which computes the same. GPT-2 has no
+  rotary, so importing its key bias drops it exactly: q·(k + b_k) = q·k + q·b_k, and q·b_k
+  is the same for every key of a query, so softmax cancels it. NeoX rotates the key after
+  its bias, so there it is kept (`attn_bias=all`).
 
 Anything hh_jax cannot compute exactly (exact-erf GELU, per-layer-index attention scaling,
 an untied head, ...) is refused with one line rather than converted approximately.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
 
 from hh_jax.errors import UserError
+from hh_jax.interop import hf_common
+from hh_jax.interop.hf_common import per_layer, stack_layers  # noqa: F401  (this module's API)
 from hh_jax.model import transformer
 
-ROTARY_BASE = float(inspect.signature(transformer.rotary).parameters["base"].default)
 # The tanh approximation of GELU under its HF names; "gelu" in HF is the exact erf form.
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
-def _np(x) -> np.ndarray:
-  return np.asarray(getattr(x, "value", x), np.float32)  # a flax Partitioned box or an array
+_np = hf_common.np32
 
 
-def per_layer(params: dict, n_layers: int) -> list[dict]:
-  """One numpy tree per layer, from a scanned stack (`layers`, leaves [n_layers, ...]) or
-  unrolled `layer_0`, `layer_1`, ..."""
-  def tree_map(f, t):
-    return {k: tree_map(f, v) for k, v in t.items()} if isinstance(t, dict) else f(t)
-  if "layers" in params:
-    stack = params["layers"]
-    return [tree_map(lambda a, i=i: _np(a)[i], stack) for i in range(n_layers)]
-  return [tree_map(_np, params[f"layer_{i}"]) for i in range(n_layers)]
-
-
-def stack_layers(layers: list[dict]) -> dict:
-  """The inverse of `per_layer` for scanned models: leaves stacked on a leading [n_layers] axis."""
-  first = layers[0]
-  if not isinstance(first, dict):
-    return np.stack(layers)
-  return {k: stack_layers([layer[k] for layer in layers]) for k in first}
-
-
-def _check_exportable(cfg) -> None:
+def _check_exportable(cfg, family: str, plain: tuple[str, ...]) -> None:
+  """The fields a GPT-2 / NeoX config.json cannot express must hold their default values."""
   if cfg.n_heads * cfg.head_dim != cfg.d_model:
     raise UserError(f"model.n_heads·head_dim = {cfg.n_heads * cfg.head_dim} differs from "
                     f"d_model = {cfg.d_model}; HF GPT-2/NeoX need them equal")
+  for name in plain:
+    if name == "n_kv_heads" and transformer.kv_heads(cfg) == cfg.n_heads:
+      continue  # spelled out, but plain multi-head attention
+    if transformer.arch(cfg, name) != transformer.ARCH_DEFAULTS[name]:
+      raise UserError(f"model.{name}={transformer.arch(cfg, name)!r} has no {family} form; "
+                      "no Hugging Face architecture hh_jax writes holds this model")
 
 
 def _common_config(cfg, tok_ids: dict) -> dict:
@@ -70,7 +63,8 @@ def _common_config(cfg, tok_ids: dict) -> dict:
 
 def to_gpt2(params: dict, cfg, tok_ids: dict) -> tuple[dict, dict]:
   """(config.json dict, {name: array}) of `GPT2LMHeadModel` for a learned-position model."""
-  _check_exportable(cfg)
+  _check_exportable(cfg, "GPT-2", tuple(k for k in transformer.ARCH_DEFAULTS
+                                        if not k.startswith("rope") and k != "rotary_fraction"))
   d, hd = cfg.d_model, cfg.n_heads * cfg.head_dim
   t = {"transformer.wte.weight": _np(params["embedding"]),  # [vocab, d]
        "transformer.wpe.weight": _np(params["pos_embedding"]),  # [max_len, d]
@@ -99,10 +93,18 @@ def to_gpt2(params: dict, cfg, tok_ids: dict) -> tuple[dict, dict]:
   return config, t
 
 
+def _or_zeros(tree: dict, name: str, shape) -> np.ndarray:
+  return np.asarray(tree[name], np.float32) if name in tree else np.zeros(shape, np.float32)
+
+
 def to_neox(params: dict, cfg, tok_ids: dict) -> tuple[dict, dict]:
   """(config.json dict, {name: array}) of `GPTNeoXForCausalLM` for a rotary model."""
-  _check_exportable(cfg)
-  d, h, dh = cfg.d_model, cfg.n_heads, cfg.head_dim
+  _check_exportable(cfg, "GPT-NeoX", ("norm", "n_kv_heads", "rope_scaling"))
+  if transformer.arch(cfg, "mlp") == "swiglu":
+    raise UserError("model.mlp='swiglu' has no GPT-NeoX form; such a model exports as Llama "
+                    "with norm=rmsnorm")
+  d, h, dh, width = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.mlp_dim
+  tied = bool(transformer.arch(cfg, "tie_embeddings"))
   t = {"gpt_neox.embed_in.weight": _np(params["embedding"]),
        "gpt_neox.final_layer_norm.weight": _np(params["ln_f"]["scale"]),
        "gpt_neox.final_layer_norm.bias": _np(params["ln_f"]["bias"])}
@@ -113,30 +115,40 @@ def to_neox(params: dict, cfg, tok_ids: dict) -> tuple[dict, dict]:
     t[pre + "post_attention_layernorm.bias"] = p["ln2"]["bias"]
     qkv = np.stack([a[n]["kernel"] for n in ("query", "key", "value")], axis=2)  # [d, h, 3, dh]
     t[pre + "attention.query_key_value.weight"] = qkv.reshape(d, 3 * h * dh).T  # [3·h·dh, d]
-    qkv_b = np.stack([a["query"]["bias"], np.zeros((h, dh), np.float32), a["value"]["bias"]],
+    qkv_b = np.stack([_or_zeros(a[n], "bias", (h, dh)) for n in ("query", "key", "value")],
                      axis=1)  # [h, 3, dh]
     t[pre + "attention.query_key_value.bias"] = qkv_b.reshape(3 * h * dh)
     t[pre + "attention.dense.weight"] = a["out"]["kernel"].reshape(h * dh, d).T  # [d, h·dh]
-    t[pre + "attention.dense.bias"] = a["out"]["bias"]
-    t[pre + "mlp.dense_h_to_4h.weight"], t[pre + "mlp.dense_h_to_4h.bias"] = m["wi"]["kernel"].T, m["wi"]["bias"]
-    t[pre + "mlp.dense_4h_to_h.weight"], t[pre + "mlp.dense_4h_to_h.bias"] = m["wo"]["kernel"].T, m["wo"]["bias"]
+    t[pre + "attention.dense.bias"] = _or_zeros(a["out"], "bias", (d,))
+    t[pre + "mlp.dense_h_to_4h.weight"] = m["wi"]["kernel"].T
+    t[pre + "mlp.dense_h_to_4h.bias"] = _or_zeros(m["wi"], "bias", (width,))
+    t[pre + "mlp.dense_4h_to_h.weight"] = m["wo"]["kernel"].T
+    t[pre + "mlp.dense_4h_to_h.bias"] = _or_zeros(m["wo"], "bias", (d,))
+  if not tied:
+    t["embed_out.weight"] = _np(params["lm_head"]).T  # [vocab, d]
+  theta = float(transformer.arch(cfg, "rope_theta"))
+  fraction = float(transformer.arch(cfg, "rotary_fraction"))
+  act = "gelu" if transformer.arch(cfg, "mlp") == "gelu_exact" else "gelu_new"
   config = {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox",
             "num_hidden_layers": cfg.n_layers, "hidden_size": d, "num_attention_heads": h,
             "intermediate_size": cfg.mlp_dim, "max_position_embeddings": cfg.max_len,
-            "hidden_act": "gelu_new", "layer_norm_eps": float(cfg.layer_norm_eps),
-            "use_parallel_residual": False, "attention_bias": True,
-            "hidden_dropout": 0.0, "attention_dropout": 0.0,
+            "hidden_act": act, "layer_norm_eps": float(cfg.layer_norm_eps),
+            "use_parallel_residual": bool(transformer.arch(cfg, "parallel_residual")),
+            "attention_bias": True, "hidden_dropout": 0.0, "attention_dropout": 0.0,
             # Both spellings: transformers 5 reads rope_parameters, 4.x rotary_pct/_emb_base.
-            "rope_parameters": {"rope_type": "default", "rope_theta": ROTARY_BASE,
-                                "partial_rotary_factor": 1.0},
-            "rotary_pct": 1.0, "rotary_emb_base": ROTARY_BASE,
-            **_common_config(cfg, tok_ids)}
+            "rope_parameters": {"rope_type": "default", "rope_theta": theta,
+                                "partial_rotary_factor": fraction},
+            "rotary_pct": fraction, "rotary_emb_base": theta,
+            **_common_config(cfg, tok_ids), "tie_word_embeddings": tied}
   return config, {k: np.ascontiguousarray(v, np.float32) for k, v in t.items()}
 
 
 def export(params: dict, cfg, tok_ids: dict) -> tuple[dict, dict]:
+  from hh_jax.interop import hf_llama  # hf_llama imports hf_common, as this module does
   if cfg.pos_embedding == "learned":
     return to_gpt2(params, cfg, tok_ids)
+  if cfg.pos_embedding == "rotary" and hf_llama.exportable(cfg):
+    return hf_llama.to_hf(params, cfg, tok_ids)
   if cfg.pos_embedding == "rotary":
     return to_neox(params, cfg, tok_ids)
   raise UserError(f"model.pos_embedding={cfg.pos_embedding!r} has no HF architecture; "
@@ -207,8 +219,55 @@ def params_from_gpt2(tensors: dict[str, Any], mc: dict) -> dict:
     })
   params = {"embedding": wte, "pos_embedding": get("wpe.weight"),
             "ln_f": {"scale": get("ln_f.weight"), "bias": get("ln_f.bias")}}
-  if mc["scan_layers"]:
-    params["layers"] = stack_layers(layers)
-  else:
-    params.update({f"layer_{i}": layer for i, layer in enumerate(layers)})
-  return params
+  return hf_common.with_layers(params, layers, mc["scan_layers"])
+
+
+def model_config_from_neox(hf: dict, scan_layers: bool) -> dict:
+  """The `model` section for a GPTNeoXForCausalLM (Pythia) config.json."""
+  act = hf.get("hidden_act", "gelu")
+  if act != "gelu" and act not in _TANH_GELU:
+    raise UserError(f"config.json has hidden_act={act!r}; hh_jax computes 'gelu' (erf) and the "
+                    "tanh approximation only, so this checkpoint is not imported")
+  hf_common.refuse_moe(hf)
+  d, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
+  rope = {**hf.get("rope_parameters", {})}
+  rope.setdefault("partial_rotary_factor", hf.get("rotary_pct", 0.25))
+  return hf_common.model_section(
+      hf, scan_layers, size="hf-gpt_neox", n_layers=int(hf["num_hidden_layers"]), d_model=d,
+      n_heads=heads, head_dim=d // heads, n_kv_heads=heads, mlp_dim=int(hf["intermediate_size"]),
+      max_len=int(hf.get("max_position_embeddings", 2048)), norm="layernorm",
+      mlp="gelu_exact" if act == "gelu" else "gelu", layer_norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+      attn_bias="all" if hf.get("attention_bias", True) else "none", mlp_bias=True,
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      parallel_residual=bool(hf.get("use_parallel_residual", True)),
+      **hf_common.rope_fields({**hf, "rope_parameters": rope}, theta_key="rotary_emb_base"))
+
+
+def params_from_neox(tensors: dict[str, Any], mc: dict) -> dict:
+  """hh_jax params (numpy) from a GPTNeoXForCausalLM state dict."""
+  get = hf_common.getter(tensors, "gpt_neox.", "a GPTNeoXForCausalLM")
+  d, h, dh = mc["d_model"], mc["n_heads"], mc["head_dim"]
+  layers = []
+  for i in range(mc["n_layers"]):
+    g = lambda name, i=i: get(f"layers.{i}.{name}")  # noqa: E731
+    qkv = g("attention.query_key_value.weight").T.reshape(d, h, 3, dh)  # head-major [q_h, k_h, v_h]
+    attn = {n: {"kernel": qkv[:, :, j]} for j, n in enumerate(("query", "key", "value"))}
+    attn["out"] = {"kernel": g("attention.dense.weight").T.reshape(h, dh, d)}
+    if mc["attn_bias"] == "all":
+      qkv_b = g("attention.query_key_value.bias").reshape(h, 3, dh)
+      for j, n in enumerate(("query", "key", "value")):
+        attn[n]["bias"] = qkv_b[:, j]
+      attn["out"]["bias"] = g("attention.dense.bias")
+    layers.append({
+        "ln1": {"scale": g("input_layernorm.weight"), "bias": g("input_layernorm.bias")},
+        "ln2": {"scale": g("post_attention_layernorm.weight"),
+                "bias": g("post_attention_layernorm.bias")},
+        "attn": attn,
+        "mlp": {"wi": {"kernel": g("mlp.dense_h_to_4h.weight").T, "bias": g("mlp.dense_h_to_4h.bias")},
+                "wo": {"kernel": g("mlp.dense_4h_to_h.weight").T, "bias": g("mlp.dense_4h_to_h.bias")}},
+    })
+  params = {"embedding": get("embed_in.weight"),
+            "ln_f": {"scale": get("final_layer_norm.weight"), "bias": get("final_layer_norm.bias")}}
+  if not mc["tie_embeddings"]:
+    params["lm_head"] = hf_common.array(tensors, "embed_out.weight").T  # [d, vocab]
+  return hf_common.with_layers(params, layers, mc["scan_layers"])

@@ -61,6 +61,31 @@ def restore_run_params(model: nn.Module, workdir: str, mesh, step: int | None = 
   return ckpt_lib.restore_params(files.join(workdir, "checkpoints"), abstract, step)
 
 
+# What a stage keeps of its own model config when it takes the model from the run it starts from.
+STAGE_MODEL_FIELDS = ("heads", "dtype", "remat_policy")
+
+
+def model_from_run(model_cfg, workdir: str):
+  """`model_cfg` replaced by `workdir`'s model (its heads, dtype and remat kept), or as it is.
+
+  Only for a run whose config.json spells out the architecture fields (an import, a Llama
+  rung, or a stage started from either): its shapes cannot be guessed from a ladder rung,
+  so a stage with `init.workdir` on it needs no --config.model.* flags. A run of the
+  paper's rungs is left to the stage's own config, as before.
+  """
+  path = files.join(files.abspath(workdir), "config.json")
+  if not files.exists(path):
+    return model_cfg  # the stage says what is missing where it reads the run
+  config = files.read_json(path)
+  src = dict(config.get("model") or {})
+  if "source" not in config and "norm" not in src:
+    return model_cfg
+  own = model_cfg.to_dict()
+  src.update({k: own[k] for k in STAGE_MODEL_FIELDS if k in own})
+  src["heads"] = tuple(src.get("heads", ("lm",)))
+  return ml_collections.ConfigDict(src)
+
+
 def load_lm(workdir: str, mesh=None, step: int | None = None):
   """(model config, params, tokenizer) of the LM head of a run (lm, distill, ppo policy).
 

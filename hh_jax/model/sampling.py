@@ -60,8 +60,11 @@ def stop_ids_for(tok) -> tuple[int, ...]:
 
   `\\n\\nHuman:` is the usual end; `\\n\\nAssistant:` is there too, since a reply that
   opens a second Assistant turn would no longer split back into (context, reply).
+  Every EOS id of a Hugging Face tokenizer (`eos_ids`, from the model's generation config)
+  stops a row as well.
   """
-  return tuple(sorted({tok.eoc_id, tok.human_id, tok.assistant_id, tok.eos_id}))
+  ids = {tok.eoc_id, tok.human_id, tok.assistant_id, tok.eos_id, *getattr(tok, "eos_ids", ())}
+  return tuple(sorted(ids))
 
 
 def filter_logits(logits, settings: Settings):

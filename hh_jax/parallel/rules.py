@@ -1,7 +1,7 @@
 """The one table from logical axis names to mesh axes.
 
 Parameters are sharded FSDP-style over `fsdp` on their embed axis and tensor-parallel over
-`tensor` on heads / mlp / vocab; activations keep their batch on (`data`, `fsdp`). Changing
+`tensor` on heads / kv_heads / mlp / vocab; activations keep their batch on (`data`, `fsdp`). Changing
 the parallelism of a run is a change of `config.mesh`, never of this table.
 """
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -12,6 +12,7 @@ LOGICAL_AXIS_RULES = (
     ("vocab", "tensor"),
     ("embed", "fsdp"),
     ("heads", "tensor"),
+    ("kv_heads", "tensor"),  # grouped-query key/value heads: n_kv_heads must divide by tensor
     ("kv", None),
     ("mlp", "tensor"),
     ("layers", None),

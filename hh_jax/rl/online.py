@@ -185,11 +185,7 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
   upstream = [deployed[INITIAL], pm_dir]
   dirs = fresh.run_dirs(here, upstream)  # a rerun after a kill draws what it drew before
   avoid = fresh.recorded(dirs, fresh.TRAIN, own=here) | fresh.recorded(dirs, fresh.EVAL, own=here)
-  fit = prompt_fit(c, deployed[INITIAL])
-  contexts, _, excluded = prompts_lib.draw_fitted(
-      prompts_lib.candidates(prompt_cfg, seed=o.seed + 1000 * iteration),
-      int(o.prompts_per_iteration), fit, avoid)
-  if o.human_files:
+  if o.human_files:  # the people's file holds the contexts: nothing is drawn
     paths = [p for p in str(o.human_files).split(",") if p]
     if iteration > len(paths):
       raise UserError(f"online.human_files names {len(paths)} files but iteration {iteration} "
@@ -197,7 +193,13 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
     new, _ = hh_rlhf.read_file(paths[iteration - 1])
     labels = {"labels": "human", "pairs_drawn": len(new), "skipped_identical": 0,
               "gold_ties": 0}
+    excluded, shortened = 0, 0
   else:
+    fit = prompt_fit(c, deployed[INITIAL])
+    contexts, _, excluded = prompts_lib.draw_fitted(
+        prompts_lib.candidates(prompt_cfg, seed=o.seed + 1000 * iteration),
+        int(o.prompts_per_iteration), fit, avoid)
+    shortened = fit.shortened
     key = jax.random.PRNGKey(o.seed + iteration)
     names = list(deployed)
     latest = deployed[names[-1]]
@@ -231,8 +233,8 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
   tag = f"online_{iteration}"  # excluded and shortened: of the whole collection
   fresh.record(here, fresh.TRAIN, f"{tag}_comparisons", [p.context for p in train])
   fresh.record(here, fresh.EVAL, f"{tag}_test", [p.context for p in held], excluded=excluded,
-               shortened=fit.shortened)
-  print(f"online: iteration {iteration} prompts: {fit.shortened} lost their earliest turns, "
+               shortened=shortened)
+  print(f"online: iteration {iteration} prompts: {shortened} lost their earliest turns, "
         f"{excluded} passed over as another set's", flush=True)
   if jax.process_index() == 0:
     files.write_json(labels_path(out), counts)

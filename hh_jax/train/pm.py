@@ -29,7 +29,7 @@ from hh_jax import files
 from hh_jax.data import fresh as fresh_lib
 from hh_jax.data import hh_rlhf, pairs as pairs_lib, tokenizer as tok_lib
 from hh_jax.errors import UserError
-from hh_jax.model import flops
+from hh_jax.model import flops, params as params_lib
 from hh_jax.model.transformer import Transformer
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.train import lm as lm_lib
@@ -393,6 +393,9 @@ def save_reward_stats(workdir, step, r):
 
 def run(config, workdir: str):
   """The PMP or PM stage; returns the final state. Rerun on the same workdir to resume."""
+  if config.init.workdir:  # an imported / Llama-family source brings its own model config
+    with config.unlocked():
+      config.model = params_lib.model_from_run(config.model, config.init.workdir)
   validate(config)
   stage = runner.open_stage(config, workdir)
   workdir, mesh = stage.workdir, stage.mesh

@@ -48,6 +48,10 @@ def validate_model(cfg) -> None:
   bad = [h for h in cfg.heads if h not in ("lm", "scalar")]
   if bad or not cfg.heads:
     raise UserError(f"model.heads={tuple(cfg.heads)}; use 'lm' and/or 'scalar'")
+  try:  # norm, mlp, n_kv_heads, attn_bias, rope fields (transformer.ARCH_DEFAULTS)
+    transformer.check_arch(cfg)
+  except ValueError as e:
+    raise UserError(str(e)) from None
 
 
 def prepare_workdir(workdir: str) -> str:
