@@ -305,3 +305,24 @@ def test_pm_halves_partition_synthetic_comparisons_and_files(tmp_path):
     split[half] = [(p.context, p.chosen) for p in pm_lib.build_pairs(c, str(tmp_path))[0]]
   assert split["first"] and split["second"] and not set(split["first"]) & set(split["second"])
   assert len(split["first"]) + len(split["second"]) == 80
+
+
+def test_pm_test_stage_is_the_pm_config_on_the_other_half(tmp_path):
+  """`pm_test` takes every field of `pm` (overrides included) but the half; PPO scores with
+  it; a train PM on no half (or the test half) is a one-line error."""
+  from hh_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  c = _config()
+  c.pm.train.total_steps = 7
+  work = str(tmp_path)
+  test = pipeline.stage_config(c, "pm_test", work)
+  train = pipeline.stage_config(c, "pm", work)
+  assert (train.data.half, test.data.half) == ("first", "second")
+  assert test.train.total_steps == 7 and test.init.workdir == train.init.workdir
+  with test.unlocked():
+    test.data.half = "first"
+  assert test.to_dict() == train.to_dict()
+  assert pipeline.stage_config(c, "ppo", work).pm.test_workdir == os.path.join(work, "pm_test")
+  for half in ("none", "second"):
+    c.pm.data.half = half
+    with pytest.raises(UserError, match="pm.data.half=first"):
+      pipeline.stage_config(c, "pm_test", work)

@@ -7,8 +7,11 @@ evaluation of every policy on prompts no stage trained on: the gold-judged Elo w
 prompt-bootstrap intervals and each policy's paired head-to-head with the one before it
 (`elo.json`), helpfulness and harmlessness on benign and harmful requests (the paper's
 tension, scored by the synthetic labeler's two halves), every policy's score under every PM
-of the run (train PM vs test PMs, and the PM → Elo slope), and the capability probe (the
-alignment tax).
+of the run (the train PM and the test PM of the other half of the comparisons, with the KL
+where they part through PPO; the online loop's later PMs in a table of their own; the PM →
+Elo slope), the paper's figures (`report_plots`: PM learning curve, best-of-n and PPO
+against √KL, Elo against online iteration), and two capability probes with the paired
+alignment tax (topic knowledge, which the reward pays for; fact recall, which it does not).
 """
 from __future__ import annotations
 
