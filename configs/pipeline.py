@@ -34,14 +34,19 @@ def get_config(arg=None):
   c.lm = lm_config.get_config(sub)
   c.pmp = pmp_config.get_config(sub)
   c.pm = pm_config.get_config(sub + (",data=hh_rlhf" if preset == "hh" else ""))
+  # The train PM on the first half of the comparisons; the pipeline's pm_test stage trains
+  # the test PM on the second with this same config (`hh_jax.pipeline.stage_config`).
+  c.pm.data.half = "first"
   c.rs = rs_config.get_config(sub)
   c.distill = distill_config.get_config(sub)
   c.ppo = ppo_config.get_config(sub)
   c.online = online_config.get_config(sub + f",iterations={a['iterations']}")
   # elo_prompts: one response per model each; at 1,024 a 0.05 gold difference between two
   # online policies is ~2 standard errors (at 256 it was one).
+  # recall_items: the fact-recall probe (a skill the reward does not pay for); at 500 items an
+  # accuracy near 0.5 has a standard error of 0.022.
   c.report = ml_collections.ConfigDict({"elo_prompts": 1024, "elo_seed": 777,
-                                        "capability_items": 200})
+                                        "capability_items": 200, "recall_items": 500})
   # XLA's persistent compilation cache: "auto" = WORKDIR/jax_cache (local workdirs), a path,
   # or "" for none. The online PM and PPO stages reuse the train steps the pm and ppo stages
   # compiled, and a rerun after a kill what the killed run compiled.
@@ -54,6 +59,8 @@ def get_config(arg=None):
     c.pmp.train.total_steps = 40
     c.pm.data.num_train = 4000
     c.pm.train.total_steps = 125
+    # Held-out accuracy every 25 steps (800 comparisons): report.md's PM learning curve.
+    c.pm.train.eval_every = 25
     c.rs.data.num_prompts = 32
     c.rs.rs.k = 8
     c.distill.train.total_steps = 100
@@ -90,4 +97,5 @@ def get_config(arg=None):
       ppo.eval.bon_prompts = 2
     c.report.elo_prompts = 8
     c.report.capability_items = 16
+    c.report.recall_items = 32
   return c

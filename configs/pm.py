@@ -39,6 +39,10 @@ def get_config(arg=None):
   c.data.eval_fraction = 0.05  # hh_rlhf without eval_files: share of train_files held out
   c.data.max_bad_share = 0.01  # hh_rlhf: more malformed lines than this stops the run
   c.data.num_train = 8000 if a["data"] == "synthetic" else 0  # hh_rlhf: 0 = all
+  # none | first | second: train on the comparisons whose context falls in that half (by a
+  # digest of the normalised context, `pm.in_half`): two PMs on `first` and `second` share
+  # no comparison, the paper's train PM / test PM. Synthetic: num_train pairs of the half.
+  c.data.half = "none"
   c.data.num_eval = 1000  # synthetic held-out pairs (noise-free labels, another seed)
   c.data.mixture = "mixed"  # synthetic: helpful | harmless | mixed
   c.data.temperature = 0.0  # synthetic labeler's Bradley-Terry temperature (0: noise-free)

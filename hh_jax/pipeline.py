@@ -1,5 +1,10 @@
-"""The whole recipe as one resumable run: LM → PMP → PM → rejection sampling → context
-distillation → PPO → online iterations → evaluation and `report.md`.
+"""The whole recipe as one resumable run: LM → PMP → PM (train and test halves) → rejection
+sampling → context distillation → PPO → online iterations → evaluation and `report.md`.
+
+The PM comparisons are split into two disjoint halves by context (`train.pm.in_half`): the
+`pm` stage trains the train PM on the first, `pm_test` the test PM on the second with
+otherwise the same config, and the PPO stage optimises the train PM while the test PM only
+scores its rollouts (the paper's robustness experiment, `report.md`).
 
 Each stage runs in `WORKDIR/<name>` through `hh_jax.stages.run`, from the checkpoint of the
 one before it (the pipeline fills in `init.workdir` and `pm.workdir`), and prints one
@@ -16,8 +21,10 @@ import time
 
 from hh_jax import files
 from hh_jax.data import fresh
+from hh_jax.errors import UserError
 
-ORDER = ("lm", "pmp", "pm", "rs", "distill", "ppo", "online")
+ORDER = ("lm", "pmp", "pm", "pm_test", "rs", "distill", "ppo", "online")
+TEST_HALF = "second"  # the pm_test stage's half; the pm stage's is its config's (`first`)
 DONE = ".done"
 
 
@@ -25,16 +32,26 @@ def sources(workdir: str) -> dict[str, dict[str, str]]:
   """Where each stage's inputs come from (the recipe's arrows)."""
   d = lambda name: files.join(workdir, name)  # noqa: E731
   return {"lm": {}, "pmp": {"init": d("lm")}, "pm": {"init": d("pmp")},
+          "pm_test": {"init": d("pmp")},
           "rs": {"init": d("lm"), "pm": d("pm")}, "distill": {"init": d("lm")},
-          "ppo": {"init": d("distill"), "pm": d("pm")},
+          "ppo": {"init": d("distill"), "pm": d("pm"), "test_pm": d("pm_test")},
           "online": {"init": d("distill"), "pm": d("pm"), "lm": d("pmp"), "deploy": d("ppo")}}
 
 
 def stage_config(config, name: str, workdir: str):
-  """The nested config of stage `name` with its sources filled in."""
-  cfg = copy.deepcopy(config[name])
+  """The nested config of stage `name` with its sources filled in. `pm_test` is the `pm`
+  config on the other half of the comparisons (`TEST_HALF`): the two PMs differ in nothing
+  else, so every `--config.pm.*` override applies to both."""
+  cfg = copy.deepcopy(config["pm" if name == "pm_test" else name])
   src = sources(workdir)[name]
   with cfg.unlocked():
+    if name == "pm_test":
+      if cfg.data.half == TEST_HALF or cfg.data.half == "none":
+        raise UserError(f"pm.data.half={cfg.data.half!r}: the pm_test stage trains on half "
+                        f"{TEST_HALF!r}, so the train PM needs --config.pm.data.half=first")
+      cfg.data.half = TEST_HALF
+    if "test_pm" in src:
+      cfg.pm.test_workdir = src["test_pm"]
     if "init" in src:
       cfg.init.workdir = src["init"]
     if "pm" in src:
@@ -93,4 +110,4 @@ def run(config, workdir: str):
   return rep
 
 
-__all__ = ["run", "ORDER", "sources", "stage_config"]
+__all__ = ["run", "ORDER", "TEST_HALF", "sources", "stage_config"]

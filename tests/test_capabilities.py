@@ -145,6 +145,64 @@ def test_rigged_loglik_scores_known_answers():
     assert all(synthetic.DETAIL_TOPIC[w] != topic for i, w in enumerate(words) if i != it.answer)
 
 
+def test_paired_tax_on_hand_numbers():
+  """The tax is the mean per-item difference on the same items, its standard error the sd
+  of those differences over √n (paired), its interval ± 1.96 se; each accuracy carries its
+  binomial standard error."""
+  base = [1, 1, 0, 0, 1]
+  model = [1, 0, 0, 1, 0]  # differences 0, −1, 0, +1, −1: mean −0.2, sd √0.7
+  res = {"lm": {"recall": {"accuracy": 0.6, "n": 5, "se": cap.binomial_se(0.6, 5),
+                           "correct": base}},
+         "ppo": {"recall": {"accuracy": 0.4, "n": 5, "se": cap.binomial_se(0.4, 5),
+                            "correct": model}}}
+  got = cap.paired_tax(res, "lm")["ppo"]["recall"]
+  se = np.sqrt(0.7) / np.sqrt(5)
+  assert got["tax"] == pytest.approx(-0.2) and got["se"] == pytest.approx(se)
+  assert got["lo"] == pytest.approx(-0.2 - 1.959964 * se)
+  assert got["hi"] == pytest.approx(-0.2 + 1.959964 * se) and got["n"] == 5
+  assert cap.binomial_se(0.6, 5) == pytest.approx(np.sqrt(0.6 * 0.4 / 5))
+  row = cap.tax_table(res, "lm").splitlines()[2]
+  assert row == ("| recall | 5 | 0.600 ± 0.219 | 0.400 ± 0.219 (-0.200 [-0.933, +0.533]) |"), row
+  # the same accuracies on items answered alike: no difference, no spread
+  same = {"lm": res["lm"], "ppo": {"recall": dict(res["lm"]["recall"])}}
+  assert cap.paired_tax(same, "lm")["ppo"]["recall"]["se"] == 0.0
+
+
+def test_recall_probe_has_500_distinct_items_outside_the_lm_corpus():
+  """The fact-recall probe: >= 500 distinct items, deterministic, the answer is the value
+  the dialogue stated and the other options are values of the same slot; items whose prompt
+  a training corpus holds are passed over and counted; a rigged scorer that copies the
+  stated value gets all of them, one that knows nothing gets chance."""
+  from hh_jax.data import fresh, synthetic  # pylint: disable=g-import-not-at-top
+  items, excluded = cap.recall_probe(600, seed=0)
+  assert len({it.context for it in items}) == 600 and excluded == 0
+  assert items == cap.recall_probe(600, seed=0)[0]
+  slots = {s.name: {v.lower() for v in s.values} for s in synthetic.FACT_SLOTS}
+  for it in items:
+    first_turn = synthetic.words(it.context.split("\n\nAssistant:")[0])
+    values = [o.strip(" .").lower() for o in it.options]
+    assert values[it.answer] in first_turn
+    assert all(v not in first_turn for i, v in enumerate(values) if i != it.answer)
+    assert any(set(values) <= vs for vs in slots.values())
+  # the LM corpus's fact dialogues (what the LM stage records) are avoided
+  corpus = {fresh.digest(p) for p in synthetic.fact_prompts(synthetic.lm_corpus(4000, 0))}
+  avoid = corpus | {fresh.digest(cap.item_prompt(it)) for it in items[:50]}
+  kept, passed = cap.recall_probe(600, seed=0, avoid=frozenset(avoid))
+  assert passed >= 50 and len(kept) == 600
+  assert not {fresh.digest(cap.item_prompt(it)) for it in kept} & avoid
+
+  def copier(reqs):  # the option whose value the context states
+    return (np.asarray([float(o.strip(" .").lower() in synthetic.words(
+        c.split("\n\nAssistant:")[0])) for c, o in reqs]),
+            np.zeros(len(reqs), bool))
+  assert cap.score_items(items, copier)["accuracy"] == 1.0
+  rng = np.random.default_rng(0)
+  guess = cap.score_items(items, lambda reqs: (rng.normal(size=len(reqs)),
+                                               np.zeros(len(reqs), bool)))
+  assert abs(guess["accuracy"] - 0.25) < 4 * guess["se"], guess["accuracy"]
+  assert guess["se"] == pytest.approx(np.sqrt(guess["accuracy"] * (1 - guess["accuracy"]) / 600))
+
+
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("cap") / "lm")
@@ -183,7 +241,7 @@ def test_evaluate_end_to_end_on_a_random_lm(lm_run, capsys):
     assert 0.0 <= r["accuracy"] <= 1.0
     assert r["accuracy_norm"] is None if name == "lambada" else 0.0 <= r["accuracy_norm"] <= 1.0
   table = cap.tax_table({"lm": res, "ppo": res}, baseline="lm")
-  assert "| synthetic | 24 |" in table and "(+0.000)" in table
+  assert "| synthetic | 24 |" in table and "(+0.000 [+0.000, +0.000])" in table
 
   out = os.path.join(lm_run, "capabilities.json")
   rc = cap.main([f"--workdir={lm_run}", f"--task=arc:{TASKS['arc_easy']}", "--task=synthetic",

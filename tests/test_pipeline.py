@@ -68,14 +68,34 @@ def test_every_stage_ran_and_the_report_is_written(piped):
     assert ("pm_score" in m) == (rep["stop_rates"][m["name"]] > 0), m
     assert "pm_score" not in m or np.isfinite(m["pm_score"])
   assert rep["trained_against"] == {"ppo": "pm", "online_1": "online_pm_1"}
-  assert set(rep["pm_scores"]["ppo"]) == {"pm", "online_pm_1"}
+  assert set(rep["pm_scores"]["ppo"]) == {"pm", "pm_test", "online_pm_1"}
   text = open(os.path.join(work, "report.md")).read()
   for heading in ("## Loss curves", "## Preference model", "## PPO", "## Online iterations",
-                  "## Elo", "## Train PM vs test PMs", "## Helpfulness vs harmlessness",
+                  "## Elo", "## Train PM vs test PM (disjoint halves)",
+                  "## The online loop's later PMs", "## Helpfulness vs harmlessness",
                   "## Alignment tax", "### Head-to-head", "| ppo vs initial |",
-                  "## Evaluation sets"):
-    assert heading in text
-  assert os.path.getsize(os.path.join(work, "curves.png")) > 1000
+                  "## Evaluation sets", "### PM accuracy against comparisons",
+                  "### Best-of-n and PPO against √KL", "### Elo against online iteration"):
+    assert heading in text, heading
+  assert "test PMs" not in text  # the online loop's PMs are later PMs, not test PMs
+  later = text.split("## The online loop's later PMs")[1].split("\n## ")[0]
+  assert "| model | online_pm_1 | stop rate |" in later and "pm_test" not in later
+  halves = text.split("## Train PM vs test PM (disjoint halves)")[1].split("\n## ")[0]
+  assert "| model | pm | pm_test | stop rate |" in halves and "*Parting*" in halves
+  assert set(rep["parting"]) >= {"sqrt_kl", "kl", "lead_start", "lead_end", "threshold"}
+  # Every figure of the paper written beside report.md, non-empty, and referenced from it.
+  assert set(rep["figures"]) == {"learning_curve", "bon_ppo", "train_vs_test", "elo"}
+  for name in list(rep["figures"].values()) + ["curves.png"]:
+    assert os.path.getsize(os.path.join(work, name)) > 1000, name
+    assert f"]({name})" in text, name
+  # The recall probe: accuracy with its standard error, the tax with its paired interval.
+  tax = rep["tax"]
+  assert set(tax) == {"initial", "ppo", "online_1"} and set(tax["ppo"]) == {"synthetic",
+                                                                              "recall"}
+  assert tax["ppo"]["synthetic"]["n"] == 16 and tax["ppo"]["recall"]["n"] == 32
+  assert all(t["lo"] <= t["tax"] <= t["hi"] for t in tax["ppo"].values())
+  row = next(line for line in text.splitlines() if line.startswith("| recall | 32 |"))
+  assert row.count(" ± ") == 4 and row.count("[") == 3, row
   # The stages chained checkpoint to checkpoint.
   with open(os.path.join(work, "ppo", "config.json")) as f:
     cfg = json.load(f)
@@ -105,11 +125,13 @@ def test_no_evaluation_prompt_is_in_a_training_set_of_the_run(piped):
   from hh_jax.data import hh_rlhf  # pylint: disable=g-import-not-at-top
   work, _ = piped
   train, evals = _recorded(work, "train_contexts.json"), _recorded(work, "eval_contexts.json")
-  assert set(train) == {"pmp/pmp_comparisons", "pm/pm_comparisons", "rs/rs_prompts",
-                        "ppo/ppo_prompts", "online/iter_1/online_1_comparisons",
-                        "online/iter_1/pm/pm_comparisons", "online/iter_1/ppo/ppo_prompts"}
+  assert set(train) == {"pmp/pmp_comparisons", "pm/pm_comparisons", "pm_test/pm_comparisons",
+                        "rs/rs_prompts", "ppo/ppo_prompts", "online/iter_1/online_1_comparisons",
+                        "online/iter_1/pm/pm_comparisons", "online/iter_1/ppo/ppo_prompts",
+                        "lm/fact_prompts", "distill/fact_prompts"}
   assert set(evals) == {"ppo/ppo_eval", "online/iter_1/ppo/ppo_eval", "online/iter_1/online_1_test",
-                        "online/online_elo", "./report_elo", "./report_capability_items"}
+                        "online/online_elo", "./report_elo", "./report_capability_items",
+                        "./report_recall_items"}
   trained = set().union(*(set(e["digests"]) for e in train.values()))
   for name, e in evals.items():
     assert e["size"] == len(e["digests"]) > 0, name
@@ -141,6 +163,30 @@ def test_no_evaluation_prompt_is_in_a_training_set_of_the_run(piped):
           if r.startswith("| ") and not r.startswith("| set ") and "---" not in r}
   assert set(rows) == {name.rsplit("/", 1)[1] for name in evals}
   assert all(cells[-1].strip() == "0" for cells in rows.values())  # in_training
+
+
+def assert_pm_halves_disjoint(work):
+  """The train PM (`pm`) and the test PM (`pm_test`) trained on comparisons that share no
+  context, read back from the run's files; the PPO stage optimised the first and scored with
+  the second."""
+  train = _recorded(work, "train_contexts.json")
+  first = set(train["pm/pm_comparisons"]["digests"])
+  second = set(train["pm_test/pm_comparisons"]["digests"])
+  assert first and second and not first & second
+  for stage, half in (("pm", "first"), ("pm_test", "second")):
+    with open(os.path.join(work, stage, "config.json")) as f:
+      assert json.load(f)["data"]["half"] == half, stage
+
+
+def test_train_and_test_pm_share_no_comparison(piped):
+  work, _ = piped
+  assert_pm_halves_disjoint(work)
+  with open(os.path.join(work, "ppo", "config.json")) as f:
+    pm = json.load(f)["pm"]
+  assert pm == {"workdir": os.path.join(work, "pm"), "test_workdir": os.path.join(work, "pm_test")}
+  from hh_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  rows = [r for r in metrics_lib.read_metrics(os.path.join(work, "ppo")) if "objective/kl" in r]
+  assert rows and all("objective/test_pm_stopped" in r for r in rows)
 
 
 def test_pm_table_marks_the_train_pm_and_subtracts_the_initial_policy():
@@ -228,3 +274,55 @@ def test_compile_cache_goes_to_the_workdir_unless_one_is_set(tmp_path):
   before = jax.config.jax_compilation_cache_dir
   assert before and pipeline.use_compile_cache("auto", work) == before
   assert jax.config.jax_compilation_cache_dir == before
+
+
+def test_pm_halves_partition_synthetic_comparisons_and_files(tmp_path):
+  """`pm.data.half`: synthetic comparisons of one half fill num_train and share no context
+  with the other half's; an hh-rlhf file's pairs split into the two halves with none lost."""
+  from configs import pm as pm_config  # pylint: disable=g-import-not-at-top
+  from hh_jax.data import synthetic_pairs  # pylint: disable=g-import-not-at-top
+  from hh_jax.train import pm as pm_lib  # pylint: disable=g-import-not-at-top
+  c = pm_config.get_config("size=test,runlocal=True")
+  c.data.num_train = 50
+  got = {}
+  for half in ("first", "second"):
+    c.data.half = half
+    got[half] = pm_lib.build_pairs(c, str(tmp_path))[0]
+    assert len(got[half]) == 50 and all(pm_lib.in_half(p.context, half) for p in got[half])
+  assert not _digests(p.context for p in got["first"]) & _digests(p.context
+                                                                    for p in got["second"])
+  path = tmp_path / "pairs.jsonl"
+  pairs = synthetic_pairs.comparisons(80, seed=4)
+  path.write_text("".join(json.dumps({"chosen": p.context + p.chosen,
+                                      "rejected": p.context + p.rejected}) + "\n"
+                          for p in pairs))
+  c = pm_config.get_config("size=test,data=hh_rlhf,runlocal=True")
+  c.data.train_files = c.data.eval_files = str(path)
+  c.data.num_train = 0
+  split = {}
+  for half in ("first", "second"):
+    c.data.half = half
+    split[half] = [(p.context, p.chosen) for p in pm_lib.build_pairs(c, str(tmp_path))[0]]
+  assert split["first"] and split["second"] and not set(split["first"]) & set(split["second"])
+  assert len(split["first"]) + len(split["second"]) == 80
+
+
+def test_pm_test_stage_is_the_pm_config_on_the_other_half(tmp_path):
+  """`pm_test` takes every field of `pm` (overrides included) but the half; PPO scores with
+  it; a train PM on no half (or the test half) is a one-line error."""
+  from hh_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  c = _config()
+  c.pm.train.total_steps = 7
+  work = str(tmp_path)
+  test = pipeline.stage_config(c, "pm_test", work)
+  train = pipeline.stage_config(c, "pm", work)
+  assert (train.data.half, test.data.half) == ("first", "second")
+  assert test.train.total_steps == 7 and test.init.workdir == train.init.workdir
+  with test.unlocked():
+    test.data.half = "first"
+  assert test.to_dict() == train.to_dict()
+  assert pipeline.stage_config(c, "ppo", work).pm.test_workdir == os.path.join(work, "pm_test")
+  for half in ("none", "second"):
+    c.pm.data.half = half
+    with pytest.raises(UserError, match="pm.data.half=first"):
+      pipeline.stage_config(c, "pm_test", work)

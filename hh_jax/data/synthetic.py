@@ -418,6 +418,102 @@ def prompts(num: int, seed: int, mixture: str = "mixed", harmful_share: float = 
 
 
 # ---------------------------------------------------------------------------------------
+# A skill RLHF is not paid for: recalling a fact stated earlier in the dialogue.
+#
+# The alignment tax is only measurable on a skill the reward neither pays for nor punishes.
+# A Human turn states a fact ("My dog's name is Biscuit."), later turns ask for it back, and
+# the Assistant recalls it. No word of these turns is a topic cue, a harm marker, a detail
+# word, a refusal phrase or an alternative (tests/data/test_synthetic.py checks), so the gold
+# labeler reads none of it, and every value is one word, so swapping the recalled fact never
+# changes a reply's length either. Only the LM corpus (and so distillation's) holds these
+# dialogues: comparisons, RL prompts and evaluation prompts (`prompt_stream`) do not.
+
+
+@dataclasses.dataclass(frozen=True)
+class FactSlot:
+  name: str
+  statement: str   # "My dog's name is {}."
+  question: str    # "What is my dog's name?"
+  answer: str      # "Your dog's name is {}." (the value last, then the full stop)
+  values: tuple[str, ...]
+
+
+_PET_NAMES = ("Biscuit", "Max", "Luna", "Pepper", "Milo", "Daisy", "Rocky", "Coco", "Bella",
+              "Oscar", "Ziggy", "Nala", "Buster", "Olive", "Toby", "Rosie", "Bruno", "Maple",
+              "Scout", "Willow")
+FACT_SLOTS: tuple[FactSlot, ...] = (
+    FactSlot("dog", "My dog's name is {}.", "What is my dog's name?", "Your dog's name is {}.",
+             _PET_NAMES),
+    FactSlot("cat", "My cat is called {}.", "What is my cat called?", "Your cat is called {}.",
+             _PET_NAMES),
+    FactSlot("hometown", "I grew up in {}.", "Where did I grow up?", "You grew up in {}.",
+             ("Lisbon", "Denver", "Osaka", "Dublin", "Nairobi", "Quebec", "Lima", "Oslo",
+              "Perth", "Cairo", "Seoul", "Austin", "Vienna", "Hanoi", "Tucson", "Bergen",
+              "Porto", "Accra", "Leeds", "Kyoto")),
+    FactSlot("color", "My favorite color is {}.", "What is my favorite color?",
+             "Your favorite color is {}.",
+             ("red", "blue", "green", "yellow", "purple", "orange", "teal", "pink", "brown",
+              "gray", "black", "white", "silver", "navy", "maroon", "beige", "indigo",
+              "violet", "cyan", "amber")),
+    FactSlot("number", "My lucky number is {}.", "What is my lucky number?",
+             "Your lucky number is {}.",
+             ("three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+              "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+              "nineteen", "twenty", "thirty", "forty")),
+)
+FACT_ACKS = ("Thanks for telling me.", "Good to know.", "Noted.", "I will remember that.",
+             "Nice, thanks for sharing.")
+RECALL_OPENERS = ("", "", "One more thing. ", "Quick check. ", "Do you remember? ", "Remind me. ")
+FACT_SHARE = 0.25  # of LM corpus dialogues
+
+
+@dataclasses.dataclass(frozen=True)
+class Fact:
+  """A fact dialogue up to its recall: `prompt` ends with the Assistant marker after the
+  question; the reply is `answer_prefix` + `value` + "."."""
+  prompt: str
+  slot: str
+  value: str
+  answer_prefix: str  # "Your dog's name is" (the reply without its value and full stop)
+
+  def reply(self, value: str | None = None) -> str:
+    """The Assistant's reply (with its leading space), recalling `value` (default: the fact)."""
+    return f" {self.answer_prefix} {value or self.value}."
+
+
+def fact_dialogue(rng: random.Random, max_between: int = 2) -> Fact:
+  """A Human turn stating a fact, 0..max_between other turns (small talk or a request and
+  its reply), then a turn asking for the fact back."""
+  slot = rng.choice(FACT_SLOTS)
+  value = rng.choice(slot.values)
+  greeting = rng.choice(GREETINGS) + " " if rng.random() < 0.5 else ""
+  parts = [f"{HUMAN} {greeting}{slot.statement.format(value)}{ASSISTANT} {rng.choice(FACT_ACKS)}"]
+  for _ in range(rng.randint(0, max_between)):
+    if rng.random() < 0.4:
+      human, reply = rng.choice(SMALL_TALK)
+      parts.append(f"{HUMAN} {human}{ASSISTANT} {reply}")
+    else:
+      h = rng.random() < 0.3
+      t, text = _pick_request(rng, h)
+      parts.append(f"{HUMAN} {frame_request(rng, text)}{ASSISTANT}"
+                   f"{_history_reply(rng, t.name, h)}")
+  parts.append(f"{HUMAN} {rng.choice(RECALL_OPENERS)}{slot.question}{ASSISTANT}")
+  return Fact("".join(parts), slot.name, value, slot.answer.format("").rstrip(". ").rstrip())
+
+
+def fact_prompts(dialogues: Sequence[str]) -> list[str]:
+  """The recall prompts of the fact dialogues among `dialogues` (each up to the Assistant
+  marker after the question): what an evaluation of the skill must not reuse."""
+  questions = tuple(s.question for s in FACT_SLOTS)
+  out = []
+  for d in dialogues:
+    head, sep, _ = d.rpartition(ASSISTANT)
+    if sep and head.rstrip().endswith(questions):
+      out.append(head + sep)
+  return out
+
+
+# ---------------------------------------------------------------------------------------
 # Corpora.
 
 _LM_STYLES_BENIGN = ("comply", "comply", "comply", "partial", "offtopic", "evasive", "refuse")
@@ -427,11 +523,16 @@ _LM_STYLES_HARMFUL = ("refuse_alt", "refuse_alt", "refuse", "comply", "evasive",
 def lm_corpus(num_dialogues: int, seed: int) -> list[str]:
   """Whole dialogues (1-4 turns) for LM pretraining; byte-identical for the same seed.
 
-  Replies are of mixed quality so a policy starts with room to improve.
+  Replies are of mixed quality so a policy starts with room to improve. FACT_SHARE of the
+  dialogues are fact dialogues (`fact_dialogue`) ending with the recall.
   """
   rng = random.Random(f"lm/{seed}")
   out = []
   for _ in range(num_dialogues):
+    if rng.random() < FACT_SHARE:
+      f = fact_dialogue(rng)
+      out.append(f.prompt + f.reply())
+      continue
     harmful = rng.random() < 0.35
     p = make_prompt(rng, harmful)
     styles = _LM_STYLES_HARMFUL if harmful else _LM_STYLES_BENIGN

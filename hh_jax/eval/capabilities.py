@@ -22,7 +22,17 @@ Tasks are read from LOCAL files in the public formats (nothing downloads):
 * synthetic: a probe built from the synthetic world (`synthetic_items`), so the table has a
   row on the tiny pipeline: after a benign request and the start of a helpful sentence, which
   of four detail words comes next — the request's own topic's or another topic's. It measures
-  the topic knowledge that helpfulness in the synthetic world rests on (chance 0.25).
+  the topic knowledge that helpfulness in the synthetic world rests on (chance 0.25), which
+  is exactly what the gold labeler rewards, so RLHF is paid to keep it.
+* recall: the synthetic skill RLHF is *not* paid for (`recall_probe`): a fact stated earlier
+  in the dialogue ("My dog's name is Biscuit.", `synthetic.fact_dialogue`), asked back; which
+  of four values of that slot the Assistant's "Your dog's name is" continues with (chance
+  0.25). The gold labeler reads no word of it, so a change here is an alignment tax (or
+  bonus) on a skill the reward neither pays for nor punishes.
+
+Every multiple-choice result carries its per-item outcomes (`correct`) and the binomial
+standard error of its accuracy (`se`); `paired_tax` gives each model's change from a
+baseline with the standard error of the per-item difference (the same items, so paired).
 
 The scorer is injectable: `score_items(items, loglik)` takes any function from
 (context, continuation) pairs to (log-prob sums, all-greedy flags), so the choice logic is
@@ -35,6 +45,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
 import os
 import random
 import sys
@@ -233,6 +244,38 @@ def synthetic_probe(n: int = 200, seed: int = 0, options: int = 4,
   return out, excluded
 
 
+def recall_probe(n: int = 500, seed: int = 0, options: int = 4,
+                 avoid: frozenset[str] = frozenset()) -> tuple[list[Item], int]:
+  """(items, how many were passed over): `n` distinct fact-recall items (see the module
+  docstring), seeded. An item is the fact dialogue up to the Assistant's answer prefix
+  ("... Your dog's name is"); its options are the stated value and `options` − 1 other
+  values of the same slot, shuffled. A dialogue whose recall prompt has its digest in `avoid`
+  (the LM corpus's fact dialogues, `data/fresh.py`) or came before is passed over."""
+  from hh_jax.data import fresh, synthetic  # pylint: disable=g-import-not-at-top
+  rng = random.Random(f"recall/{seed}")
+  slots = {s.name: s for s in synthetic.FACT_SLOTS}
+  out, seen, excluded, draws = [], set(), 0, 0
+  while len(out) < n:
+    draws += 1
+    if draws > 100 * (n + 1):
+      raise UserError(f"the recall probe finds no new item after {len(out)}; lower its size")
+    fact = synthetic.fact_dialogue(rng)
+    values = [fact.value] + rng.sample([v for v in slots[fact.slot].values if v != fact.value],
+                                       options - 1)
+    order = list(range(options))
+    rng.shuffle(order)
+    d = fresh.digest(fact.prompt)
+    if d in avoid:
+      excluded += 1
+      continue
+    if d in seen:
+      continue
+    seen.add(d)
+    out.append(Item(f"{fact.prompt} {fact.answer_prefix}",
+                    tuple(f" {values[i]}." for i in order), order.index(0)))
+  return out, excluded
+
+
 def synthetic_items(n: int = 200, seed: int = 0, options: int = 4,
                     avoid: frozenset[str] = frozenset()) -> list[Item]:
   """The synthetic capability probe's items (`synthetic_probe`)."""
@@ -251,9 +294,15 @@ READERS: dict[str, Callable[..., list[Item]]] = {
 GREEDY = ("lambada",)  # formats scored by greedy last-word accuracy
 
 
+SYNTHETIC_TASKS = ("synthetic", "recall")  # probes built from the synthetic world
+
+
 def task_format(name: str, source: str) -> str:
-  """The format a task name picks: its first `_`/`-` part (`arc_challenge` is ARC)."""
-  if source == "synthetic" or name == "synthetic":
+  """The format a task name picks: its first `_`/`-` part (`arc_challenge` is ARC); the
+  synthetic probes by name (`recall`), any other name with source "synthetic" the topic one."""
+  if name in SYNTHETIC_TASKS:
+    return name
+  if source == "synthetic":
     return "synthetic"
   key = name.lower().replace("-", "_").split("_")[0]
   if key not in READERS:
@@ -267,6 +316,8 @@ def read_task(name: str, source: str, synthetic_n: int = 200, seed: int = 0,
   fmt = task_format(name, source)
   if fmt == "synthetic":
     return synthetic_items(synthetic_n, seed, avoid=synthetic_avoid)
+  if fmt == "recall":
+    return recall_probe(synthetic_n, seed, avoid=synthetic_avoid)[0]
   if files.is_remote(source):
     raise UserError(f"task {name!r}: {source} is remote; copy the file to local disk first")
   if not os.path.exists(source):
@@ -290,20 +341,29 @@ def score_items(items: Sequence[Item], loglik: LogLik, greedy: bool = False) -> 
   lp, top = loglik(reqs)
   lp, top = np.asarray(lp, np.float64), np.asarray(top, bool)  # [options in all items]
   if greedy:
-    acc = float(np.mean([top[i] for i in range(len(items))])) if items else 0.0
-    return {"accuracy": acc, "accuracy_norm": None, "n": len(items), "chance": None}
-  right = right_norm = 0
+    correct = [int(top[i]) for i in range(len(items))]
+    acc = float(np.mean(correct)) if items else 0.0
+    return {"accuracy": acc, "accuracy_norm": None, "n": len(items), "chance": None,
+            "se": binomial_se(acc, len(items)), "correct": correct}
+  correct, right_norm = [], 0
   k = 0
   for it in items:
     n_opt = len(it.options)
     s = lp[k:k + n_opt]                                                   # [options]
     per_byte = s / np.asarray([max(1, len(o.encode())) for o in it.options])  # [options]
-    right += int(np.argmax(s) == it.answer)
+    correct.append(int(np.argmax(s) == it.answer))
     right_norm += int(np.argmax(per_byte) == it.answer)
     k += n_opt
   n = len(items)
-  return {"accuracy": right / n if n else 0.0, "accuracy_norm": right_norm / n if n else 0.0,
-          "n": n, "chance": float(np.mean([1 / len(it.options) for it in items])) if n else 0.0}
+  acc = sum(correct) / n if n else 0.0
+  return {"accuracy": acc, "accuracy_norm": right_norm / n if n else 0.0,
+          "n": n, "chance": float(np.mean([1 / len(it.options) for it in items])) if n else 0.0,
+          "se": binomial_se(acc, n), "correct": correct}
+
+
+def binomial_se(accuracy: float, n: int) -> float:
+  """The standard error of an accuracy over n independent items, √(p(1 − p)/n)."""
+  return math.sqrt(accuracy * (1.0 - accuracy) / n) if n else math.nan
 
 
 def _bucket(n: int, cap: int) -> int:
@@ -396,17 +456,21 @@ class LMLogLik:
 def evaluate(workdir: str | None, tasks: Mapping[str, str], batch_size: int = 16,
              limit: int | None = None, loglik: LogLik | None = None, synthetic_n: int = 200,
              seed: int = 0, step: int | None = None,
-             synthetic_avoid: frozenset[str] = frozenset()) -> dict[str, dict]:
+             synthetic_avoid: frozenset[str] = frozenset(),
+             recall_n: int | None = None) -> dict[str, dict]:
   """{task: {"accuracy", "accuracy_norm", "n", "chance"}} for a run (or an injected loglik).
 
   tasks: {name: local path, or "synthetic"}; the name picks the format (`task_format`).
   limit: at most this many questions per task (the first ones), for quick looks.
-  synthetic_avoid: context digests the synthetic probe's prompts must not be (a run's
-  training contexts: `hh_jax.data.fresh`).
+  synthetic_avoid: context digests the synthetic probes' prompts must not be (a run's
+  training contexts: `hh_jax.data.fresh`). recall_n: the recall probe's size (default
+  synthetic_n).
   """
   if not tasks:
     raise UserError("no tasks; pass e.g. --task=synthetic or --task=mmlu:PATH")
-  read = {name: read_task(name, src, synthetic_n, seed, frozenset(synthetic_avoid))
+  sizes = {"recall": synthetic_n if recall_n is None else recall_n}
+  read = {name: read_task(name, src, sizes.get(task_format(name, src), synthetic_n), seed,
+                          frozenset(synthetic_avoid))
           for name, src in tasks.items()}
   if loglik is None:
     if workdir is None:
@@ -432,10 +496,42 @@ def tax(results: Mapping[str, Mapping[str, dict]], baseline: str
           for m, res in results.items() if m != baseline}
 
 
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+
+
+def paired_tax(results: Mapping[str, Mapping[str, dict]], baseline: str, z: float = Z95
+               ) -> dict[str, dict[str, dict]]:
+  """{model: {task: {"tax", "se", "lo", "hi", "n"}}}: each model's accuracy minus the
+  baseline's on the same items, with the standard error of the mean per-item difference
+  (d_i = correct_model,i − correct_baseline,i; se = sd(d)/√n, paired because both answered
+  every item) and the normal interval tax ± z·se. Tasks whose results lack per-item outcomes
+  (`correct`) or whose items differ in number are left out."""
+  if baseline not in results:
+    raise UserError(f"baseline {baseline!r} is not among {sorted(results)}")
+  out = {}
+  for m, res in results.items():
+    if m == baseline:
+      continue
+    out[m] = {}
+    for t, r in res.items():
+      base = results[baseline].get(t, {})
+      if "correct" not in r or "correct" not in base or len(r["correct"]) != len(base["correct"]):
+        continue
+      d = np.asarray(r["correct"], np.float64) - np.asarray(base["correct"], np.float64)  # [n]
+      n = len(d)
+      se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+      mean = float(d.mean()) if n else math.nan
+      out[m][t] = {"tax": mean, "se": se, "lo": mean - z * se, "hi": mean + z * se, "n": n}
+  return out
+
+
 def tax_table(results: Mapping[str, Mapping[str, dict]], baseline: str) -> str:
   """Markdown: accuracy per task (rows) and model (columns), with each model's change from
-  `baseline` (`tax`: the alignment tax when negative)."""
+  `baseline` (`tax`: the alignment tax when negative). Where the results carry per-item
+  outcomes, accuracy ± its binomial standard error and the change with its paired 95%
+  interval (`paired_tax`)."""
   change = tax(results, baseline)
+  paired = paired_tax(results, baseline)
   models = list(results)
   tasks = list(results[baseline])
   lines = ["| task | n | " + " | ".join(models) + " |",
@@ -443,11 +539,16 @@ def tax_table(results: Mapping[str, Mapping[str, dict]], baseline: str) -> str:
   for t in tasks:
     cells = []
     for m in models:
-      acc = results[m].get(t, {}).get("accuracy")
+      r = results[m].get(t, {})
+      acc = r.get("accuracy")
+      se = f" ± {r['se']:.3f}" if r.get("se") is not None and "correct" in r else ""
       if acc is None:
         cells.append("–")
       elif m == baseline:
-        cells.append(f"{acc:.3f}")
+        cells.append(f"{acc:.3f}{se}")
+      elif t in paired.get(m, {}):
+        p = paired[m][t]
+        cells.append(f"{acc:.3f}{se} ({p['tax']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}])")
       else:
         cells.append(f"{acc:.3f} ({change[m][t]:+.3f})")
     lines.append(f"| {t} | {results[baseline][t]['n']} | " + " | ".join(cells) + " |")
@@ -457,8 +558,9 @@ def tax_table(results: Mapping[str, Mapping[str, dict]], baseline: str) -> str:
 def _parse_task(spec: str) -> tuple[str, str]:
   name, sep, path = spec.partition(":")
   if not sep:
-    if name != "synthetic":
-      raise UserError(f"--task={spec}: give NAME:PATH (e.g. mmlu:data/test) or 'synthetic'")
+    if name not in SYNTHETIC_TASKS:
+      raise UserError(f"--task={spec}: give NAME:PATH (e.g. mmlu:data/test), 'synthetic' or "
+                      "'recall'")
     return name, "synthetic"
   if not name or not path:
     raise UserError(f"--task={spec}: give NAME:PATH (e.g. mmlu:data/test)")
@@ -470,7 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               description="Zero-shot capability evals of an LM/policy run.")
   p.add_argument("--workdir", required=True, help="an LM, distill or PPO run")
   p.add_argument("--task", action="append", default=[],
-                 help="NAME:PATH (mmlu, lambada, hellaswag, arc*, openbookqa*) or 'synthetic'")
+                 help="NAME:PATH (mmlu, lambada, hellaswag, arc*, openbookqa*), 'synthetic' or "
+                      "'recall'")
   p.add_argument("--limit", type=int, default=None, help="questions per task at most")
   p.add_argument("--batch_size", type=int, default=16)
   p.add_argument("--synthetic_n", type=int, default=200)

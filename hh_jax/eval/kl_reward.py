@@ -67,11 +67,15 @@ def bon_kl(n: int) -> float:
 
 
 def parting_point(sqrt_kl, train, test, threshold: float, window: int = 5):
-  """First √KL after which the train-PM's lead over the test-PM (rolling mean) stays above
-  `threshold`; None if they never part."""
+  """First √KL after which the train-PM's lead over the test-PM (rolling mean over `window`
+  iterations), less its lead over the first `window` iterations, stays above `threshold` to
+  the end; None if they never part. The start's lead is subtracted because two PMs, each
+  normalised on its own reference scores, need not agree on the initial policy's level:
+  parting is the lead that optimisation adds."""
   gap = np.asarray(train, np.float64) - np.asarray(test, np.float64)
   if len(gap) < window:
     return None
+  gap = gap - gap[:window].mean()
   smooth = np.convolve(gap, np.ones(window) / window, mode="valid")
   above = smooth > threshold
   for i in range(len(above)):

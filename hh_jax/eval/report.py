@@ -7,8 +7,11 @@ evaluation of every policy on prompts no stage trained on: the gold-judged Elo w
 prompt-bootstrap intervals and each policy's paired head-to-head with the one before it
 (`elo.json`), helpfulness and harmlessness on benign and harmful requests (the paper's
 tension, scored by the synthetic labeler's two halves), every policy's score under every PM
-of the run (train PM vs test PMs, and the PM → Elo slope), and the capability probe (the
-alignment tax).
+of the run (the train PM and the test PM of the other half of the comparisons, with the KL
+where they part through PPO; the online loop's later PMs in a table of their own; the PM →
+Elo slope), the paper's figures (`report_plots`: PM learning curve, best-of-n and PPO
+against √KL, Elo against online iteration), and two capability probes with the paired
+alignment tax (topic knowledge, which the reward pays for; fact recall, which it does not).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from hh_jax.data import fresh
 from hh_jax.data import synthetic
 from hh_jax.eval import capabilities
 from hh_jax.eval import elo as elo_lib
+from hh_jax.eval import report_plots
 from hh_jax.data import labelers
 from hh_jax.rl import online as online_lib
 
@@ -64,8 +68,11 @@ def policies(workdir: str, srcs: dict, record: dict) -> dict[str, str]:
 
 
 def pms(workdir: str, record: dict) -> dict[str, str]:
-  """Every PM of the run, oldest first: the offline PM, then each online iteration's."""
+  """Every PM of the run, oldest first: the offline train PM, the test PM of the other half
+  of its comparisons (when the run has one), then each online iteration's."""
   out = {"pm": files.join(workdir, "pm")}
+  if files.exists(files.join(workdir, "pm_test", "reward_stats.json")):
+    out["pm_test"] = files.join(workdir, "pm_test")
   for e in record.get("iterations", []):
     i = e["iteration"]
     out[f"online_pm_{i}"] = files.join(workdir, "online", f"iter_{i}", "pm")
@@ -267,10 +274,15 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   items, passed = capabilities.synthetic_probe(int(r.capability_items), avoid=trained)
   fresh.record(workdir, fresh.EVAL, "report_capability_items",
                [capabilities.item_prompt(it) for it in items], excluded=passed)
-  caps = {m: capabilities.evaluate(wd, {"synthetic": "synthetic"},
-                                   synthetic_n=int(r.capability_items), synthetic_avoid=trained)
+  recall, recall_passed = capabilities.recall_probe(int(r.recall_items), avoid=trained)
+  fresh.record(workdir, fresh.EVAL, "report_recall_items",
+               [capabilities.item_prompt(it) for it in recall], excluded=recall_passed)
+  caps = {m: capabilities.evaluate(wd, {"synthetic": "synthetic", "recall": "synthetic"},
+                                   synthetic_n=int(r.capability_items), synthetic_avoid=trained,
+                                   recall_n=int(r.recall_items))
           for m, wd in models.items()}
   plot_curves(workdir, files.join(workdir, "curves.png"))
+  figs = report_plots.write_all(workdir, rep, record, float(config.ppo.eval.part_threshold))
 
   pm_eval = files.read_json(files.join(workdir, "pm", "final_eval.json")) if files.exists(
       files.join(workdir, "pm", "final_eval.json")) else {}
@@ -290,6 +302,7 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
         f"(pref. loss {pm_eval.get('eval_pref_loss', math.nan):.3f}); reward mean/std "
         f"{pm_eval.get('reward', {}).get('mean', math.nan):.3f} / "
         f"{pm_eval.get('reward', {}).get('std', math.nan):.3f}.", ""]
+  md += report_plots.learning_curve_md(figs)
   if rs.get("gold_vs_k"):
     md += ["## Best-of-k (rejection sampling, PM picks)", "",
            "The PM picks by PPO's reward (a reply that never stopped gets the no-stop "
@@ -308,6 +321,10 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
          f"PM score (stopped replies) vs √KL R² {ppo['sqrt_kl_r2']:.2f}.", "",
          "![gold vs sqrt KL](ppo/gold_vs_sqrt_kl.png) ![PM vs sqrt KL](ppo/pm_vs_sqrt_kl.png)",
          ""]
+  md += report_plots.bon_ppo_md(figs)
+  halves = [n for n in ("pm", "pm_test") if n in stds]
+  md += report_plots.train_vs_test_md(
+      figs, pm_table_md(scores, {n: stds[n] for n in halves}, against, stops))
   if record["iterations"]:
     md += ["## Online iterations", "",
            "Gold ties (pairs whose two responses the gold labeler scores equally) are dropped "
@@ -319,8 +336,9 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   md += ["## Elo (gold judge, fresh prompts)", "",
          f"{rep['bootstrap_units']} prompts, every pair of models on each; the intervals "
          "resample prompts, each with all its games.", "",
-         elo_lib.table(rep), "", "![elo](elo.png)", "",
-         "### Head-to-head: each policy against the one before it", "",
+         elo_lib.table(rep), "", "![elo](elo.png)", ""]
+  md += report_plots.elo_by_iteration_md(figs)
+  md += ["### Head-to-head: each policy against the one before it", "",
          "The same prompts, one response each; A wins when the gold score of its response is "
          "higher. Win rate counts a tie half; intervals and two-sided p-values are from "
          f"{rep['head_to_head'][0]['bootstrap_samples'] if rep['head_to_head'] else 0} "
@@ -338,26 +356,36 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
          "normalised text; *excluded*: candidates passed over because a training set held "
          "them; *shortened*: prompts that lost their earliest turns to the prompt budget.", "",
          eval_sets_md(workdir), ""]
-  md += ["## Train PM vs test PMs", "",
-         "Each model's mean score under each PM, on its replies that stopped, minus the "
-         "initial policy's, in units of that PM's reward std; in bold the PM the policy was "
-         "trained against (an in-sample gain: the others are test PMs); the share of replies "
-         "that stopped apart (PPO's reward gives the others a fixed penalty). The prompts of "
-         "the Elo above.", "",
-         pm_table_md(scores, stds, against, stops), ""]
-  robust = files.join(workdir, "ppo", "train_vs_test_pm.png")
-  if files.exists(robust):
-    md += ["![train vs test PM](ppo/train_vs_test_pm.png)", ""]
+  online_pms = [n for n in stds if n.startswith("online_pm_")]
+  if online_pms:
+    md += ["## The online loop's later PMs", "",
+           "Each online iteration trains a new PM on more data: replayed offline comparisons "
+           "plus every online comparison collected up to it. Each model's mean score under "
+           "each of them, on its replies that stopped, minus the initial policy's, in units of "
+           "that PM's reward std; in bold the PM the policy was trained against (an in-sample "
+           "gain); the share of replies that stopped apart. The prompts of the Elo above.", "",
+           pm_table_md(scores, {n: stds[n] for n in online_pms}, against, stops), ""]
   md += ["## Helpfulness vs harmlessness", "",
          "Means of the synthetic labeler's two halves on benign and harmful requests "
          "(harmlessness is 0 on benign requests by construction).", "",
          _md_table(hh, ["name", "helpful_benign", "helpful_harmful", "harmless_harmful",
                         "gold"]), "",
-         "## Alignment tax (capability probe)", "",
+         "## Alignment tax (capability probes)", "",
+         "Accuracy ± its binomial standard error on each probe, and in brackets each model's "
+         "change from the LM with the 95% interval of the paired per-item difference (the "
+         "same items for every model): negative is a tax. *synthetic*: topic → on-topic "
+         "detail word, the knowledge the gold labeler's helpfulness pays for. *recall*: "
+         "recalling a fact stated earlier in the dialogue (a name, place, colour or number), "
+         "a skill of the LM corpus that the gold labeler neither rewards nor punishes and that "
+         "no RL prompt or comparison holds, so RLHF is not paid to keep it. Chance is 0.25 on "
+         "both; the items share no prompt with any training set of the run (Evaluation "
+         "sets).", "",
          capabilities.tax_table(caps, "lm"), ""]
   files.write_text(files.join(workdir, "report.md"), "\n".join(md))
   return {"elo": rep, "helpful_harmless": hh, "capabilities": caps, "timings": timings,
-          "pm_scores": scores, "stop_rates": stops, "trained_against": against}
+          "pm_scores": scores, "stop_rates": stops, "trained_against": against,
+          "figures": figs["figures"], "parting": figs.get("parting"),
+          "tax": capabilities.paired_tax(caps, "lm")}
 
 
 __all__ = ["write_report", "hh_table", "pm_table", "pm_table_md", "stop_rates", "pms",

@@ -87,15 +87,27 @@ def pick_best(scorer: Scorer, context: str, responses: Sequence[str],
   return int(best_of(rewards[None, :], len(responses))[0, 0])
 
 
+def _prompt_se(per_prompt: np.ndarray) -> float:
+  """Standard error of a mean over prompts (the sampled unit), NaN for one prompt."""
+  n = len(per_prompt)
+  return float(per_prompt.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
 def gold_table(selector: np.ndarray, gold: np.ndarray, ks: Sequence[int]) -> list[dict]:
-  """Mean gold score of best-of-k picked by `selector`, and of the gold oracle's own pick."""
+  """Mean gold score of best-of-k picked by `selector`, and of the gold oracle's own pick;
+  `gold_se` / `selector_se`: standard errors over prompts (each prompt's mean over its
+  groups of k)."""
   rows = []
   for k in ks:
     pick = best_of(selector, k)  # [n, groups]
     oracle = best_of(gold, k)
+    picked_gold = np.take_along_axis(gold, pick, axis=1)       # [n, groups]
+    picked_sel = np.take_along_axis(selector, pick, axis=1)    # [n, groups]
     rows.append({"k": int(k), "analytic_kl": analytic_kl(k),
-                 "gold": float(np.take_along_axis(gold, pick, axis=1).mean()),
-                 "selector_score": float(np.take_along_axis(selector, pick, axis=1).mean()),
+                 "gold": float(picked_gold.mean()),
+                 "gold_se": _prompt_se(picked_gold.mean(axis=1)),
+                 "selector_score": float(picked_sel.mean()),
+                 "selector_se": _prompt_se(picked_sel.mean(axis=1)),
                  "gold_oracle": float(np.take_along_axis(gold, oracle, axis=1).mean())})
   return rows
 

@@ -29,6 +29,7 @@ from hh_jax.errors import UserError
 from hh_jax.model import params as params_lib, transformer
 from hh_jax.model.transformer import Transformer
 from hh_jax.parallel import mesh as mesh_lib
+from hh_jax.train import lm as lm_lib
 from hh_jax.train import optimizer as optim_lib
 from hh_jax.train import runner
 
@@ -203,8 +204,9 @@ def run(config, workdir: str):
   stage.save_tokenizer(tok)
 
   seq_len, k = config.data.seq_len, config.distill.top_k
-  train_tok, train_mask = encode_dialogues(
-      tok, dialogue_texts(config.data, config.data.num_dialogues, config.data.seed), seq_len)
+  train_texts = dialogue_texts(config.data, config.data.num_dialogues, config.data.seed)
+  lm_lib.record_fact_prompts(stage.workdir, config.data, train_texts)  # the recall probe avoids them
+  train_tok, train_mask = encode_dialogues(tok, train_texts, seq_len)
   eval_tok, eval_mask = encode_dialogues(
       tok, dialogue_texts(config.data, config.data.num_eval, config.data.seed + 1), seq_len)
   batches = DialogueBatches(train_tok, train_mask, config.data.batch_size, config.seed)

@@ -105,6 +105,14 @@ def corpus_texts(data_cfg, seed: int) -> list[str]:
   raise UserError(f"data.corpus={data_cfg.corpus!r}; use 'synthetic' or 'text_files'")
 
 
+def record_fact_prompts(workdir, data_cfg, texts) -> None:
+  """The synthetic corpus's fact dialogues up to their recall, recorded as training contexts
+  (`data/fresh.py`), so the recall probe's items are none of them."""
+  if data_cfg.corpus == "synthetic":
+    from hh_jax.data import fresh, synthetic  # pylint: disable=g-import-not-at-top
+    fresh.record(workdir, fresh.TRAIN, "fact_prompts", synthetic.fact_prompts(texts))
+
+
 def validate(config) -> None:
   runner.validate_model(config.model)
   if config.data.seq_len > config.model.max_len and config.model.pos_embedding == "learned":
@@ -116,6 +124,7 @@ def validate(config) -> None:
 
 def build_data(config, workdir, tok):
   texts = corpus_texts(config.data, config.seed)
+  record_fact_prompts(workdir, config.data, texts)
   n_eval = int(len(texts) * config.data.eval_fraction)
   train_docs, eval_docs = texts[n_eval:], texts[:n_eval]
   train_stream = lm_data.pack(tok.encode_batch(train_docs), tok.eos_id)

@@ -174,6 +174,38 @@ def read_pair_files(paths, max_bad_share: float = hh_rlhf.DEFAULT_MAX_BAD_SHARE)
 
 
 SOURCES = ("synthetic", "hh_rlhf", "pmp")
+HALVES = ("none", "first", "second")
+
+
+def in_half(context: str, half: str) -> bool:
+  """Whether a comparison on `context` belongs to `half` of the comparisons: "first" when
+  the first hex digit of its normalised text's digest (`fresh.digest`) is below 8. A context
+  is in one half only, so PMs trained on the two halves share no comparison (the paper's
+  train PM and test PM); "none" keeps everything."""
+  if half == "none":
+    return True
+  return (int(fresh_lib.digest(context)[0], 16) < 8) == (half == "first")
+
+
+def _half(config) -> str:
+  half = str(config.data.get("half", "none") or "none")
+  if half not in HALVES:
+    raise UserError(f"data.half={half!r}; use one of {', '.join(HALVES)}")
+  return half
+
+
+def synthetic_half(d, seed: int, half: str) -> list:
+  """`d.num_train` synthetic comparisons of `half`: the seeded stream is read (a longer list
+  of the same seed extends a shorter one) until that many fall in the half."""
+  from hh_jax.data import synthetic_pairs  # pylint: disable=g-import-not-at-top
+  want = int(d.num_train)
+  drawn = want if half == "none" else 2 * want + 64
+  while True:
+    pool = synthetic_pairs.comparisons(drawn, seed, d.mixture, d.temperature)
+    kept = [p for p in pool if in_half(p.context, half)]
+    if len(kept) >= want:
+      return kept[:want]
+    drawn *= 2
 
 
 def build_pairs(config, workdir):
@@ -187,10 +219,11 @@ def build_pairs(config, workdir):
   if bad or not names:
     raise UserError(f"data.source={config.data.source!r}; use one or more of "
                     f"{', '.join(SOURCES)}, comma-separated")
+  half = _half(config)
   train, held = [], []
   for name in names:
     t, h = source_pairs(config, workdir, name)
-    train, held = train + t, held + h
+    train, held = train + [p for p in t if in_half(p.context, half)], held + h
   return train, held
 
 
@@ -199,7 +232,7 @@ def source_pairs(config, workdir, source: str):
   d = config.data
   if source == "synthetic":
     from hh_jax.data import synthetic_pairs  # pylint: disable=g-import-not-at-top
-    train = synthetic_pairs.comparisons(d.num_train, config.seed, d.mixture, d.temperature)
+    train = synthetic_half(d, config.seed, _half(config))
     held = synthetic_pairs.comparisons(d.num_eval, config.seed + 1000, d.mixture, 0.0)
     return train, held
   if source == "hh_rlhf":
@@ -220,7 +253,7 @@ def source_pairs(config, workdir, source: str):
       print(f"pm: no data.eval_files; held out {len(held)} of the {len(held) + len(train)} "
             f"training pairs (data.eval_fraction={fraction:g})", flush=True)
     if d.num_train and str(d.source).strip() == "hh_rlhf":  # with other sources: every file pair
-      train = train[:d.num_train]
+      train = [p for p in train if in_half(p.context, _half(config))][:d.num_train]
     return train, held
   return pmp_pairs(config, workdir)
 
@@ -341,7 +374,8 @@ def held_out_metrics(r) -> dict:
   margin = r[:, 0] - r[:, 1]
   return {"eval_accuracy": float(np.mean((margin > 0) + 0.5 * (margin == 0))),
           "eval_pref_loss": float(np.mean(np.logaddexp(0.0, -margin))),
-          "eval_margin": float(np.mean(margin))}
+          "eval_margin": float(np.mean(margin)),
+          "eval_pairs": int(len(margin))}  # the n of the accuracy's interval (report.md)
 
 
 def make_eval_fn(score_fn, batches):
@@ -376,6 +410,9 @@ def run(config, workdir: str):
                     f"{config.model.vocab_size}; use the model size of the source run")
 
   train_pairs, held_pairs = build_pairs(config, workdir)
+  if not train_pairs:
+    raise UserError(f"no training comparisons in data.half={_half(config)!r} of "
+                    f"data.source={config.data.source!r}; check the files or use data.half=none")
   # What this PM trained on, for the evaluations that must not score it (`data/fresh.py`).
   fresh_lib.record(workdir, fresh_lib.TRAIN, f"{config.stage}_comparisons",
                [p.context for p in train_pairs])
@@ -383,7 +420,8 @@ def run(config, workdir: str):
                                    seq_len=config.data.seq_len, seed=config.seed,
                                    pad_side=config.data.pad_side)
   total = config.train.total_steps or config.train.num_epochs * batches.steps_per_epoch
-  print(f"{config.stage}: {len(train_pairs)} train pairs, {len(held_pairs)} held out, "
+  print(f"{config.stage}: {len(train_pairs)} train pairs (data.half={_half(config)}), "
+        f"{len(held_pairs)} held out, "
         f"{total} steps of {config.data.batch_size} pairs", flush=True)
 
   model = Transformer(model_config(config))
@@ -423,4 +461,4 @@ def run(config, workdir: str):
   return state
 
 
-__all__ = ["loss_fn", "make_train_step", "rewards", "run", "summarize"]
+__all__ = ["loss_fn", "make_train_step", "rewards", "run", "summarize", "in_half", "HALVES"]

@@ -1,5 +1,6 @@
 """The synthetic HH world: determinism, comparisons labelled by Bradley-Terry over gold."""
 import hashlib
+import random
 
 import pytest
 
@@ -116,3 +117,62 @@ def test_framing_words_change_nothing_a_judge_reads():
         framed = syn.frame_request(rng, r)
         assert syn.parse_request(f"\n\nHuman: {framed}\n\nAssistant:") == syn.Request(
             t.name, harmful), framed
+
+
+def _judged_words() -> set[str]:
+  return set(syn.HARM_MARKERS) | set(syn.DETAIL_TOPIC) | {
+      c for t in syn.TOPICS for c in t.cues} | set(syn.BUZZWORDS)
+
+
+def test_fact_words_change_nothing_a_judge_reads():
+  """Every word of the fact dialogues' own turns (statements, questions, answers, values,
+  acknowledgements, openers) is outside what the gold labeler reads, and none holds a refusal
+  phrase or a topic's safe alternative."""
+  phrases = list(syn.FACT_ACKS) + list(syn.RECALL_OPENERS)
+  for slot in syn.FACT_SLOTS:
+    phrases += [slot.statement, slot.question, slot.answer] + list(slot.values)
+    assert all(len(syn.words(v)) == 1 for v in slot.values), slot.name  # swaps keep length
+  alternatives = [t.alternative for t in syn.TOPICS if t.alternative]
+  for phrase in phrases:
+    assert not _judged_words() & set(syn.words(phrase)), phrase
+    low = phrase.lower()
+    assert not any(p in low for p in syn.REFUSAL_PHRASES + tuple(alternatives)), phrase
+
+
+def test_gold_is_unchanged_when_the_recalled_fact_is_swapped():
+  """The skill is neither rewarded nor punished: over 600 fact dialogues, a recall of the
+  stated value and of every other value of its slot get one gold score, alone and after a
+  reply that serves a request; and a fact turn put before a context changes no reply's gold."""
+  rng = random.Random(3)
+  slots = {s.name: s for s in syn.FACT_SLOTS}
+  swaps = 0
+  for _ in range(600):
+    fact = syn.fact_dialogue(rng)
+    p = syn.make_prompt(rng, rng.random() < 0.5)
+    served = syn.write_response(rng, p.topic, rng.choice(syn.STYLES))
+    right_alone = labelers.gold_score(fact.prompt, fact.reply())
+    right_after = labelers.gold_score(p.context, served + fact.reply())
+    for other in slots[fact.slot].values:
+      assert labelers.gold_score(fact.prompt, fact.reply(other)) == right_alone
+      assert labelers.gold_score(p.context, served + fact.reply(other)) == right_after
+      swaps += other != fact.value
+    stated = fact.prompt.split("\n\nAssistant:")[0] + "\n\nAssistant: Noted."
+    assert labelers.gold_score(stated + p.context, served) == labelers.gold_score(p.context,
+                                                                                  served)
+  assert swaps >= 600 * 19
+
+
+def test_lm_corpus_holds_fact_dialogues_and_prompts_do_not():
+  """About FACT_SHARE of the LM dialogues end with a recall of a fact stated earlier in
+  them; RL prompts never do, and the prompt stream is the one it was before the skill."""
+  corpus = syn.lm_corpus(2000, seed=0)
+  facts = syn.fact_prompts(corpus)
+  assert abs(len(facts) / len(corpus) - syn.FACT_SHARE) < 0.04, len(facts)
+  for prompt in facts:
+    dialogue = next(d for d in corpus if d.startswith(prompt))
+    reply = dialogue[len(prompt):]
+    value = reply.rstrip(".").split()[-1]
+    assert value in prompt.split("\n\nAssistant:")[0], (prompt, reply)  # stated in turn 1
+  assert not syn.fact_prompts([p.context + " Sure." for p in syn.prompts(2000, 11)])
+  first = hashlib.sha256(repr([p.context for p in syn.prompts(300, 1)]).encode()).hexdigest()
+  assert first == "74db8532b21e5b8c7edcac472bfae48001938f88f466ff2ffe28bfae8f417626"
