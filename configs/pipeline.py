@@ -1,5 +1,8 @@
 """The whole recipe: `--config=configs/pipeline.py:tiny` (the synthetic task on a laptop) or
 `:hh` (hh-rlhf files: `--config.pm.data.train_files=PATH[,PATH]`), `,runlocal=True` for tests.
+`:hh` never trains on synthetic labels: with online iterations it needs people's judgments
+(`--config.online.online.human_files`) and stops in one line otherwise; its report names every
+part that still comes from the synthetic world (`hh_jax/eval/provenance.py`).
 
 LM → PMP → PM → rejection sampling → context distillation → PPO → online iterations → report,
 each stage in WORKDIR/<name>, checkpoint to checkpoint. Every stage's config is nested here

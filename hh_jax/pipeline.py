@@ -22,6 +22,7 @@ import time
 from hh_jax import files
 from hh_jax.data import fresh
 from hh_jax.errors import UserError
+from hh_jax.eval import provenance
 
 ORDER = ("lm", "pmp", "pm", "pm_test", "rs", "distill", "ppo", "online")
 TEST_HALF = "second"  # the pm_test stage's half; the pm stage's is its config's (`first`)
@@ -81,6 +82,7 @@ def run(config, workdir: str):
   """The pipeline; returns the report dict. Rerun the same command to resume."""
   from hh_jax import stages  # pylint: disable=g-import-not-at-top
   from hh_jax.eval import report as report_lib  # pylint: disable=g-import-not-at-top
+  provenance.check(config)  # real data never trains on synthetic labels
   workdir = files.abspath(workdir)
   files.makedirs(workdir)
   fresh.mark_run(workdir)  # its stages keep evaluation and training contexts apart

@@ -26,6 +26,7 @@ from hh_jax.data import fresh
 from hh_jax.data import synthetic
 from hh_jax.eval import capabilities
 from hh_jax.eval import elo as elo_lib
+from hh_jax.eval import provenance
 from hh_jax.eval import report_plots
 from hh_jax.data import labelers
 from hh_jax.rl import online as online_lib
@@ -292,7 +293,7 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   timings = files.read_json(files.join(workdir, "timings.json")) if files.exists(
       files.join(workdir, "timings.json")) else {}
 
-  md = [f"# hh_jax pipeline report ({config.preset})", "",
+  md = [f"# hh_jax pipeline report ({config.preset})", "", *provenance.report_note(config),
         f"Workdir `{workdir}`. Stage wall times (s): " +
         ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) +
         f"; total {sum(timings.values()):.0f} s.", "",
