@@ -15,7 +15,7 @@ def test_online_rows_show_ties_and_accuracy_intervals():
   acc = {"accuracy": 0.8, "lo": 0.4902, "hi": 0.9433, "n": 10, "pm_ties": 0}
   record = {"iterations": [
       {"iteration": 1, "comparisons": 40, "labels": {"gold_ties": 17},
-       "pm_accuracy": {"iter_1": acc}, "ppo": {"gold_final": 0.25},
+       "pm_accuracy": {"iter_1": acc}, "ppo": {"gold_final": 0.0},
        "elo": [{"name": "online_1", "elo": 12.3, "lo": -4.0, "hi": 30.6}]},
       {"iteration": 2, "comparisons": 38, "pm_accuracy": {"iter_1": 0.5, "iter_2": None},
        "ppo": {"gold_final": None}, "elo": []}]}
@@ -23,6 +23,7 @@ def test_online_rows_show_ties_and_accuracy_intervals():
   assert (first["gold_ties"], first["pm_acc_own"], first["pm_acc_first"]) == (
       "17", "0.800 [0.490, 0.943] (10)", "0.800 [0.490, 0.943] (10)")
   assert first["elo"] == 12.3 and first["elo_interval"] == "[-4, 31]"
+  assert first["gold_final"] == 0.0  # a gold of 0 is a score, not a missing one
   # An older record: no label counts, a bare float accuracy, a missing split.
   assert (second["gold_ties"], second["pm_acc_first"], second["pm_acc_own"]) == (
       "–", "0.500", "–")

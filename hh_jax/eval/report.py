@@ -117,7 +117,8 @@ def online_rows(record: dict) -> list[dict]:
                  "gold_ties": "–" if ties is None else str(ties),
                  "pm_acc_own": _accuracy_cell(e["pm_accuracy"].get(f"iter_{e['iteration']}")),
                  "pm_acc_first": _accuracy_cell(e["pm_accuracy"].get("iter_1")),
-                 "gold_final": e["ppo"]["gold_final"] or math.nan,
+                 "gold_final": math.nan if e["ppo"].get("gold_final") is None
+                 else e["ppo"]["gold_final"],  # 0.0 is a score, not a missing one
                  "elo": mine.get("elo", math.nan),
                  "elo_interval": f"[{mine.get('lo', math.nan):.0f}, "
                                  f"{mine.get('hi', math.nan):.0f}]"})
@@ -310,7 +311,7 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
            "penalty; ties go to the earliest sample). `analytic_kl` = log k − (k−1)/k is exact "
            "for distinct samples and an upper bound where they repeat: "
            f"{rs.get('repeat_share', math.nan):.0%} of prompts drew a repeat.", "",
-           _md_table([{"k": str(x["k"]), **x} for x in rs["gold_vs_k"]],
+           _md_table([{**x, "k": str(x["k"])} for x in rs["gold_vs_k"]],
                      ["k", "analytic_kl", "gold", "gold_oracle", "selector_score"]), ""]
   md += ["## PPO", "",
          f"Gold {ppo.get('gold_initial', math.nan):.3f} → {ppo.get('gold_final', math.nan):.3f} "
