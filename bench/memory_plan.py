@@ -103,7 +103,7 @@ PLAN = [
     # Meta-Llama-3-8B's shape (configs/models.py `llama3-8b`: GQA 32/8 heads, SwiGLU 14336,
     # 128,256-token vocabulary, untied head), as an imported run would train it.
     Row("llama3-8b", "pm", "v5p:2x4x4", (1, 8, 4), **_FULL),
-    Row("llama3-8b", "ppo", "v5p:2x4x4", (1, 8, 4), **_FULL),
+    Row("llama3-8b", "ppo", "v5p:2x4x4", (1, 8, 4), seq_len=512, **_FULL),  # 64 + 448 new
 ]
 
 
@@ -135,10 +135,9 @@ def _stage_config(row: Row):
   c.model.remat_policy = row.remat
   c.model.dtype = row.dtype
   if row.step == "ppo":  # data.* as the other steps spell it: responses, prompt + new tokens
-    if row.seq_len:  # the prompt takes what the new tokens leave
-      c.prompts.prompt_len = row.seq_len - c.sampling.max_new_tokens
+    # the rollout's sequence is the PM's seq_len (prompt budget = it - the new tokens)
     c.data = {"batch_size": row.batch or c.ppo.batch_size,
-              "seq_len": c.prompts.prompt_len + c.sampling.max_new_tokens}
+              "seq_len": row.seq_len or int(pm_config.get_config(arg).data.seq_len)}
     c.optim.grad_accum_steps = 1
     return c
   if row.batch:

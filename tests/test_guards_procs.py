@@ -23,6 +23,8 @@ OWN_CLEANUP = {
     "procs.py": "running() itself",
     "gcs_emulator.py": "Emulator.__init__ stops the server if it does not come up; the "
                        "conftest fixture calls stop() after the test",
+    "feedback_fakes.py": "Server stops the feedback server if it does not come up, and its "
+                         "tests use it as a context manager or call stop() in a finally",
     "test_preemption.py": "the two-process test kills both process groups in a finally",
 }
 

@@ -30,7 +30,8 @@ def runs(tmp_path_factory):
   hf.import_(src, dirs["lm"])
   c = pm_config.get_config("size=test,runlocal=True")  # the `test` rung: replaced by the run's model
   c.init.workdir = dirs["lm"]
-  c.data.seq_len = 64
+  c.data.seq_len = 128  # PPO's prompt budget is this - 8 new tokens; the import's small
+  # tokenizer spends up to ~80 tokens on a synthetic request turn
   c.train.total_steps = 2
   c.train.eval_every = 2
   dirs["pm_state"] = stages.run(c, dirs["pm"])

@@ -18,6 +18,7 @@ pytest.importorskip("libtpu", reason="libtpu is not installed: pip install -r re
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 import memory_plan  # noqa: E402
 from configs import models  # noqa: E402
+from configs import pm as pm_config  # noqa: E402
 from hh_jax.model.transformer import Transformer  # noqa: E402
 
 
@@ -53,7 +54,9 @@ def test_llama_ppo_update_compiles_for_v5p_8_with_both_models_sharded():
   except Exception as e:  # pylint: disable=broad-except
     pytest.skip(f"libtpu cannot describe {row.topology} here: {str(e).splitlines()[0][:200]}")
   r = memory_plan.compile_row(row, devices)
-  assert r["compiler_error"] == "" and r["fits"] and r["seq_len"] == 64 + 48
+  # the rollout's sequence: the PM's seq_len (the prompt budget is it minus the new tokens)
+  pm_seq = pm_config.get_config("size=llama-test").data.seq_len
+  assert r["compiler_error"] == "" and r["fits"] and r["seq_len"] == pm_seq
   # Both trainable models are in the state: the policy (LM head) and the value (scalar head).
   counts = {}
   for heads in (("lm",), ("scalar",)):
