@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 
 
 def is_remote(path: str) -> bool:
@@ -93,7 +94,7 @@ def read_json(path: str):
 def write_bytes(path: str, data: bytes) -> None:
   """Writes a local or gs:// file, creating its directory; never leaves a partial file.
 
-  A local file is written beside its final name (`.NAME.tmp.PID`), flushed to disk and
+  A local file is written beside its final name (`.NAME.tmp.PID.THREAD`), flushed to disk and
   renamed over it, so a kill or a full disk mid-write leaves the old file or none, never a
   truncated config.json or tokenizer.model that the next stage would trip on. A GCS
   object appears whole when its upload completes, so remote writes are atomic already.
@@ -103,7 +104,8 @@ def write_bytes(path: str, data: bytes) -> None:
   if is_remote(path):
     _epath(path).write_bytes(data)
     return
-  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.{os.getpid()}")
+  tmp = os.path.join(os.path.dirname(path),  # per process and thread: concurrent writers
+                     f".{os.path.basename(path)}.tmp.{os.getpid()}.{threading.get_ident()}")
   try:
     with open(tmp, "wb") as f:
       f.write(data)

@@ -33,6 +33,7 @@ import re
 import secrets
 import threading
 
+from hh_jax import files
 from hh_jax.data.markers import ASSISTANT, HUMAN
 from hh_jax.errors import UserError
 
@@ -125,16 +126,6 @@ def comparison_line(pending: dict, picked: str, strength: str, annotator: str,
 
 # ---------------------------------------------------------------------------------------
 # Files.
-
-
-def _write_whole(path: str, text: str) -> None:
-  """`text` into `path` as a new file renamed over the old one: never half written."""
-  tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 class Comparisons:
@@ -277,4 +268,4 @@ class Sessions:
     return state
 
   def save(self, annotator: str, state: dict) -> None:
-    _write_whole(self._path(annotator), json.dumps(state, ensure_ascii=False))
+    files.write_text(self._path(annotator), json.dumps(state, ensure_ascii=False))
