@@ -29,8 +29,12 @@ def get_config(arg=None):
   preset = str(arg or "tiny").split(",")[0]
   if preset not in PRESETS:
     raise ValueError(f"unknown pipeline preset {preset!r}; use one of {', '.join(PRESETS)}")
+  # iterations -1: the preset's default (tiny 2; hh 0, as its online loop needs people's
+  # judgments in online.human_files)
   a = common.parse_arg(",".join(str(arg or "tiny").split(",")[1:]), size="tiny",
-                       iterations=2, runlocal=False)
+                       iterations=-1, runlocal=False)
+  if a["iterations"] < 0:
+    a["iterations"] = 0 if preset == "hh" else 2
   sub = f"size={a['size']},runlocal={a['runlocal']}"
   c = common.header("pipeline", mesh=False)
   c.preset = preset
@@ -84,9 +88,25 @@ def get_config(arg=None):
     c.online.online.prompts_per_iteration = 512
     c.online.online.elo_prompts = 512
   if preset == "hh":
+    # Nothing synthetic: the LM and context distillation read the transcripts of
+    # pm.data.train_files, rejection sampling their contexts, PPO the contexts of
+    # pm.data.eval_files (`hh_jax.pipeline.fill_real_data`); no PMP without a dump.
+    c.lm.data.corpus = "text_files"
+    c.distill.data.corpus = "text_files"
+    c.pmp.data.synthetic_questions = 0
     c.ppo.prompts.source = "hh_rlhf"
     c.online.ppo_stage.prompts.source = "hh_rlhf"
+    c.online.pm_stage.data.source = "hh_rlhf"
     c.rs.data.source = "hh_rlhf"
+    # The report on real data (`hh_jax/eval/report.py`): Elo and the helpful/harmless table
+    # judged by the test PM (the PM of the other half of the comparisons) on prompts of
+    # pm.data.eval_files; helpful_files / harmless_files: hh-rlhf subsets (e.g.
+    # helpful-base/test.jsonl.gz, harmless-base/test.jsonl.gz) whose own prompts make the
+    # table; capability_tasks: "name=PATH,..." of the real-format readers (mmlu, lambada,
+    # hellaswag, arc, openbookqa) for the alignment tax. Empty: left out, with why.
+    c.report.helpful_files = ""
+    c.report.harmless_files = ""
+    c.report.capability_tasks = ""
   if a["runlocal"]:
     c.distill.data.seq_len = 8  # the HHH prompt (~118 tokens at vocab 512) + this fits max_len 128
     # PPO's prompt budget is the PM's seq_len minus the reply's 8 tokens: 88 holds the

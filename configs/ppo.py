@@ -65,6 +65,7 @@ def get_config(arg=None):
   c.eval = ml_collections.ConfigDict()
   c.eval.num_prompts = 256
   c.eval.seed = 12345  # never a training seed
+  c.eval.files = ""  # hh_rlhf: evaluation prompts from these files ("": prompts.files)
   c.eval.bon_n = 16  # best-of-n from the initial policy, n = 1, 2, 4, ..., bon_n
   c.eval.bon_prompts = 64
   c.eval.part_threshold = 0.25  # train-PM lead over the test-PM that counts as parted

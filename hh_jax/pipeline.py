@@ -29,14 +29,52 @@ TEST_HALF = "second"  # the pm_test stage's half; the pm stage's is its config's
 DONE = ".done"
 
 
-def sources(workdir: str) -> dict[str, dict[str, str]]:
-  """Where each stage's inputs come from (the recipe's arrows)."""
+def has_pmp(config) -> bool:
+  """Whether the run has PMP data: a dump (StackExchange, Reddit, Wikipedia) or the synthetic
+  Posts.xml (`pmp.data.synthetic_questions`, which `:hh` sets to 0). Without, PMP is skipped
+  and the PMs start from the LM."""
+  d = config.pmp.data
+  return bool(int(d.synthetic_questions) > 0 or d.stackexchange or d.reddit_comments
+              or d.wikipedia)
+
+
+def stage_names(config) -> tuple[str, ...]:
+  """The stages this run has, in order (`ORDER` less PMP when there is no PMP data)."""
+  return tuple(n for n in ORDER if n != "pmp" or has_pmp(config))
+
+
+def sources(workdir: str, with_pmp: bool = True) -> dict[str, dict[str, str]]:
+  """Where each stage's inputs come from (the recipe's arrows); the PMs start from the LM
+  when the run has no PMP stage."""
   d = lambda name: files.join(workdir, name)  # noqa: E731
-  return {"lm": {}, "pmp": {"init": d("lm")}, "pm": {"init": d("pmp")},
-          "pm_test": {"init": d("pmp")},
+  pm_init = d("pmp") if with_pmp else d("lm")
+  return {"lm": {}, "pmp": {"init": d("lm")}, "pm": {"init": pm_init},
+          "pm_test": {"init": pm_init},
           "rs": {"init": d("lm"), "pm": d("pm")}, "distill": {"init": d("lm")},
           "ppo": {"init": d("distill"), "pm": d("pm"), "test_pm": d("pm_test")},
-          "online": {"init": d("distill"), "pm": d("pm"), "lm": d("pmp"), "deploy": d("ppo")}}
+          "online": {"init": d("distill"), "pm": d("pm"), "lm": pm_init, "deploy": d("ppo")}}
+
+
+def _first(spec) -> str:
+  return next((p for p in str(spec or "").split(",") if p), "")
+
+
+def fill_real_data(cfg, name: str, config) -> None:
+  """The hh-rlhf files a stage reads when its own are unset, from the PM's: the LM and
+  context distillation read the transcripts of `pm.data.train_files`, rejection sampling
+  their contexts, PPO its training prompts; PPO's end-of-run evaluation draws from
+  `pm.data.eval_files` (every context of the train files is a PM training context, of the
+  train half or the test half, so an evaluation draw from them would find nothing fresh)."""
+  d = config.pm.data
+  if name in ("lm", "distill") and cfg.data.corpus == "text_files" and not cfg.data.text_files:
+    cfg.data.text_files = d.train_files
+  if name == "rs" and cfg.data.source == "hh_rlhf" and not cfg.data.hh_file:
+    cfg.data.hh_file = _first(d.train_files)
+  ppos = [cfg] if name == "ppo" else [cfg.ppo_stage] if name == "online" else []
+  for ppo in ppos:
+    if ppo.prompts.source == "hh_rlhf" and not ppo.prompts.files:
+      ppo.prompts.files = d.train_files
+      ppo.eval.files = ppo.eval.files or d.eval_files
 
 
 def stage_config(config, name: str, workdir: str):
@@ -44,8 +82,9 @@ def stage_config(config, name: str, workdir: str):
   config on the other half of the comparisons (`TEST_HALF`): the two PMs differ in nothing
   else, so every `--config.pm.*` override applies to both."""
   cfg = copy.deepcopy(config["pm" if name == "pm_test" else name])
-  src = sources(workdir)[name]
+  src = sources(workdir, has_pmp(config))[name]
   with cfg.unlocked():
+    fill_real_data(cfg, name, config)
     if name == "pm_test":
       if cfg.data.half == TEST_HALF or cfg.data.half == "none":
         raise UserError(f"pm.data.half={cfg.data.half!r}: the pm_test stage trains on half "
@@ -90,21 +129,22 @@ def run(config, workdir: str):
   timings_path = files.join(workdir, "timings.json")
   timings = files.read_json(timings_path) if files.exists(timings_path) else {}
   t_all = time.perf_counter()
-  for n, name in enumerate(ORDER, start=1):
+  names = stage_names(config)
+  for n, name in enumerate(names, start=1):
     sub = files.join(workdir, name)
     if files.exists(files.join(sub, DONE)):
-      print(f"pipeline [{n}/{len(ORDER)}] {name}: done earlier "
+      print(f"pipeline [{n}/{len(names)}] {name}: done earlier "
             f"({timings.get(name, 0):.0f} s)", flush=True)
       continue
-    print(f"pipeline [{n}/{len(ORDER)}] {name}: running in {sub}", flush=True)
+    print(f"pipeline [{n}/{len(names)}] {name}: running in {sub}", flush=True)
     t0 = time.perf_counter()
     stages.run(stage_config(config, name, workdir), sub)
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
     files.write_json(timings_path, timings, indent=2)
     files.write_text(files.join(sub, DONE), json.dumps({"seconds": timings[name]}))
-    print(f"pipeline [{n}/{len(ORDER)}] {name}: finished in {timings[name]:.0f} s", flush=True)
+    print(f"pipeline [{n}/{len(names)}] {name}: finished in {timings[name]:.0f} s", flush=True)
   t0 = time.perf_counter()
-  rep = report_lib.write_report(config, workdir, sources(workdir))
+  rep = report_lib.write_report(config, workdir, sources(workdir, has_pmp(config)))
   timings["report"] = time.perf_counter() - t0
   files.write_json(timings_path, timings, indent=2)
   print(f"pipeline: report.md and elo.json in {workdir} "
@@ -112,4 +152,4 @@ def run(config, workdir: str):
   return rep
 
 
-__all__ = ["run", "ORDER", "TEST_HALF", "sources", "stage_config"]
+__all__ = ["run", "ORDER", "TEST_HALF", "sources", "stage_config", "stage_names", "has_pmp"]

@@ -9,29 +9,52 @@ from hh_jax.errors import UserError
 from hh_jax.eval import provenance
 
 
+def _hh(arg="hh,runlocal=True"):
+  c = pipeline_config.get_config(arg)
+  c.pm.data.train_files, c.pm.data.eval_files = "train.jsonl", "test.jsonl"
+  return c
+
+
 def test_hh_online_loop_without_human_judgments_stops_before_anything_trains(tmp_path):
-  c = pipeline_config.get_config("hh,runlocal=True")
+  c = _hh("hh,runlocal=True,iterations=2")
   with pytest.raises(UserError, match="synthetic gold labeler.*human_files"):
     main.run(c, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()  # nothing written, nothing trained
   c.online.online.iterations = 0
   provenance.check(c)  # no online labels: nothing to refuse
-  c = pipeline_config.get_config("hh,runlocal=True")
+  provenance.check(_hh())  # :hh runs no online iteration unless asked
+  c = _hh("hh,runlocal=True,iterations=2")
   c.online.online.human_files = "people.jsonl"
   provenance.check(c)
   provenance.check(pipeline_config.get_config("tiny,runlocal=True"))  # the synthetic preset
 
 
-def test_hh_report_names_every_synthetic_part():
+def test_hh_without_its_files_stops_in_one_line(tmp_path):
   c = pipeline_config.get_config("hh,runlocal=True")
+  with pytest.raises(UserError, match="pass --config.pm.data.train_files"):
+    main.run(c, str(tmp_path / "run"))
+  c.pm.data.train_files = "train.jsonl"
+  with pytest.raises(UserError, match="pass --config.pm.data.eval_files"):
+    main.run(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_hh_report_names_every_synthetic_part():
+  c = _hh()
+  assert provenance.synthetic_parts(c) == []  # :hh trains on nothing synthetic by default
+  note = "\n".join(provenance.report_note(c))
+  assert "None of the training data is synthetic." in note
+  assert "No section is judged by the synthetic gold labeler" in note and "Left out" in note
+  c.lm.data.corpus = "synthetic"
+  c.pmp.data.synthetic_questions = 100
+  c.distill.data.corpus = "synthetic"
+  c.rs.data.source = "synthetic"
+  c.ppo.prompts.source = "synthetic"
+  c.online.online.iterations = 1
+  c.online.pm_stage.data.source = "synthetic,hh_rlhf"
   parts = provenance.synthetic_parts(c)
-  assert [p.split(" ")[1] for p in parts] == ["LM", "trains", "online"]  # lm, pmp, online PMs
+  assert [p.split(" ")[0] for p in parts] == ["the", "PMP", "context", "rejection", "PPO",
+                                              "each"]
   note = "\n".join(provenance.report_note(c))
   assert "synthetic dialogues" in note and "synthetic StackExchange" in note
-  assert "Elo" in note and "not on the hh-rlhf conversations" in note
-  c.lm.data.corpus = "text_files"
-  c.pmp.data.stackexchange = "Posts.xml"
-  c.online.pm_stage.data.source = "hh_rlhf"
-  assert provenance.synthetic_parts(c) == []
-  assert "None of the training data is synthetic." in "\n".join(provenance.report_note(c))
   assert provenance.report_note(pipeline_config.get_config("tiny,runlocal=True")) == []

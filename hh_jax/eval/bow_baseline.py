@@ -78,10 +78,44 @@ def fit(pairs: Sequence[Pair], *, max_words: int = 5000, min_count: int = 2,
   return model
 
 
+def margins(model: BowModel, pairs: Sequence[Pair]) -> np.ndarray:
+  """r(chosen) - r(rejected) per pair, [n]."""
+  return _diffs(model, pairs) @ model.weights
+
+
+def _correct(margin) -> np.ndarray:
+  m = np.asarray(margin, np.float64)
+  return (m > 0) + 0.5 * (m == 0)  # [n]; a tie counts one half
+
+
 def accuracy(model: BowModel, pairs: Sequence[Pair]) -> float:
   """Share of pairs whose chosen reply scores higher; exact ties count one half."""
-  diff = _diffs(model, pairs) @ model.weights
-  return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+  return float(np.mean(_correct(margins(model, pairs))))
+
+
+# The baseline beside a PM stage fits on at most this many of the PM's training pairs (the
+# features are dense: [pairs, max_words] float32, ~100 MB at 5,000 × 5,000).
+MAX_FIT_PAIRS = 5000
+
+
+def beside_pm(pm_margin, train: Sequence[Pair], held: Sequence[Pair]) -> dict:
+  """A PM's held-out accuracy beside this baseline's, fitted on the PM's training pairs
+  (the first `MAX_FIT_PAIRS`) and scored on the same held-out pairs.
+
+  Both accuracies are over the same pairs, so the difference's standard error is the paired
+  one (the per-pair difference of the two 0 / ½ / 1 outcomes): the unit sampled is the pair.
+  """
+  if len(pm_margin) != len(held):
+    raise ValueError(f"{len(pm_margin)} PM margins for {len(held)} held-out pairs")
+  bow = _correct(margins(fit(train[:MAX_FIT_PAIRS]), held))  # [n]
+  pm = _correct(pm_margin)  # [n]
+  n = len(held)
+  d = pm - bow
+  se = lambda x: float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
+  return {"pairs": n, "fit_pairs": min(len(train), MAX_FIT_PAIRS),
+          "pm_accuracy": float(pm.mean()), "pm_se": se(pm),
+          "bow_accuracy": float(bow.mean()), "bow_se": se(bow),
+          "difference": float(d.mean()), "difference_se": se(d)}
 
 
 def synthetic_report(num_train: int = 4000, num_test: int = 1000, seed: int = 0

@@ -8,15 +8,21 @@ synthetic world silently, so the pipeline asks here before anything trains:
 * `check(config)` stops a real-data run with one line where the synthetic gold labeler would
   make its labels (the online loop without people's judgments): those labels would train the
   next PMs and policies.
+  It also stops a real-data run that names no hh-rlhf files to train and evaluate on.
 * `synthetic_parts(config)` lists the rest, which `report.md` states at its top with what to
-  pass instead, and `judged_by_gold(config)` the report sections that the synthetic labeler
-  scores on synthetic prompts, which a real-data report marks as such.
+  pass instead. A real-data report judges nothing with the synthetic labeler: its Elo and
+  helpful/harmless tables are judged by the test PM (`JUDGE_PM`), and the sections only that
+  labeler could score (gold scores of PPO and best-of-n, the synthetic capability probes)
+  are left out with a sentence saying why (`left_out`).
 """
 from __future__ import annotations
 
 from hh_jax.errors import UserError
 
 SYNTHETIC_PRESETS = ("tiny",)
+# The real-data judge: the PM trained on the other half of the comparisons (the pipeline's
+# pm_test stage), which no policy was optimised against.
+JUDGE_PM = "pm_test"
 
 
 def _sources(value) -> list[str]:
@@ -37,6 +43,16 @@ def check(config) -> None:
   from the synthetic gold labeler."""
   if not is_real(config):
     return
+  pm_data = config.pm.data
+  where = f"configs/pipeline.py:{config.preset}"
+  if not pm_data.train_files:
+    raise UserError(f"{where} trains on hh-rlhf comparisons: pass --config.pm.data.train_files="
+                    "PATH[,PATH] (hh-rlhf jsonl or jsonl.gz; the LM also pretrains on their "
+                    "transcripts)")
+  if not pm_data.eval_files:
+    raise UserError(f"{where} holds out an hh-rlhf file for the PM's accuracy, the PPO and Elo "
+                    "prompts: pass --config.pm.data.eval_files=PATH (e.g. the subset's "
+                    "test.jsonl.gz), sharing no conversation with the train files")
   o = config.online.online if "online" in config else None
   if _online_iterations(config) > 0 and not o.human_files:
     raise UserError(
@@ -57,7 +73,15 @@ def synthetic_parts(config) -> list[str]:
     if int(d.synthetic_questions) > 0 and not (d.stackexchange or d.reddit_comments
                                                 or d.wikipedia):
       parts.append("PMP trains on a synthetic StackExchange dump (pass --config.pmp.data."
-                   "stackexchange=Posts.xml, .reddit_comments or .wikipedia)")
+                   "stackexchange=Posts.xml, .reddit_comments or .wikipedia, or "
+                   "--config.pmp.data.synthetic_questions=0 to start the PMs from the LM)")
+  if "distill" in config and config.distill.data.corpus == "synthetic":
+    parts.append("context distillation reads synthetic dialogues (pass --config.distill.data."
+                 "corpus=text_files)")
+  if "rs" in config and config.rs.data.source == "synthetic":
+    parts.append("rejection sampling draws synthetic prompts (--config.rs.data.source=hh_rlhf)")
+  if "ppo" in config and config.ppo.prompts.source == "synthetic":
+    parts.append("PPO trains on synthetic prompts (--config.ppo.prompts.source=hh_rlhf)")
   if "pm" in config and "synthetic" in _sources(config.pm.data.source):
     parts.append("the PM trains on synthetic comparisons (--config.pm.data.source=hh_rlhf)")
   if _online_iterations(config) > 0 and "synthetic" in _sources(
@@ -67,24 +91,24 @@ def synthetic_parts(config) -> list[str]:
   return parts
 
 
-def judged_by_gold() -> list[str]:
-  """The report sections scored by the synthetic gold labeler on the synthetic world's
-  prompts: on a real-data run they say nothing about the real data."""
-  return ["the Elo table and head-to-heads", "helpfulness vs harmlessness",
-          "the alignment-tax probes", "PPO's and best-of-n's gold scores"]
+def left_out() -> list[str]:
+  """The sections of the synthetic report that only the synthetic gold labeler can score:
+  a real-data report leaves them out (it has no gold score of a real reply)."""
+  return ["PPO's and best-of-n's gold scores (and the best-of-k gold table)",
+          "the online loop's gold-judged table", "the synthetic topic and recall probes"]
 
 
 def report_note(config) -> list[str]:
-  """report.md's opening lines on a real-data run: what is synthetic, stated once."""
+  """report.md's opening lines on a real-data run: what is synthetic, and what judges."""
   if not is_real(config):
     return []
-  lines = ["**Synthetic parts of this run.** " + (
-      "; ".join(synthetic_parts(config)) + "." if synthetic_parts(config)
-      else "None of the training data is synthetic."),
-           "The synthetic gold labeler judges " + ", ".join(judged_by_gold()) +
-           " on the synthetic world's prompts; on this run they measure the policies on "
-           "that world, not on the hh-rlhf conversations.", ""]
-  return lines
+  parts = synthetic_parts(config)
+  return ["**Synthetic parts of this run.** " + (
+      "; ".join(parts) + "." if parts else "None of the training data is synthetic."),
+          f"**Judging.** No section is judged by the synthetic gold labeler. The Elo and the "
+          f"helpful/harmless tables are judged by the test PM (`{JUDGE_PM}`, trained on the "
+          "half of the comparisons the train PM never saw). Left out, as only the synthetic "
+          "gold labeler could score them: " + "; ".join(left_out()) + ".", ""]
 
 
-__all__ = ["check", "synthetic_parts", "judged_by_gold", "report_note", "is_real"]
+__all__ = ["check", "synthetic_parts", "left_out", "report_note", "is_real", "JUDGE_PM"]

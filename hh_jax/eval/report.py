@@ -27,6 +27,7 @@ from hh_jax.data import synthetic
 from hh_jax.eval import capabilities
 from hh_jax.eval import elo as elo_lib
 from hh_jax.eval import provenance
+from hh_jax.eval import report_real
 from hh_jax.eval import report_plots
 from hh_jax.data import labelers
 from hh_jax.rl import online as online_lib
@@ -190,17 +191,22 @@ def hh_table(prompts, responses: dict[str, list[str]]) -> list[dict]:
   return rows
 
 
-def elo_prompts(config, workdir: str, trained: set[str]) -> list[synthetic.Prompt]:
-  """The report's Elo prompts: `report.elo_prompts` synthetic contexts kept whole within the
-  PPO prompt budget (as the policies were trained), none in a training set of the run;
-  recorded in WORKDIR/eval_contexts.json with the number passed over."""
+def prompt_fit(config, workdir: str):
+  """Prompts kept whole within the PPO prompt budget, as the policies were trained."""
   from hh_jax.data import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
   from hh_jax.rl import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   seq, new = int(config.pm.data.seq_len), int(config.ppo.sampling.max_new_tokens)
   tok = tok_lib.Tokenizer.load(files.join(workdir, "lm", tok_lib.FILENAME))
-  fit = prompts_lib.PromptFit(tok, seq - new, f"pm.data.seq_len {seq} - "
-                              f"ppo.sampling.max_new_tokens {new}",
-                              "lower ppo.sampling.max_new_tokens or raise pm.data.seq_len")
+  return prompts_lib.PromptFit(tok, seq - new, f"pm.data.seq_len {seq} - "
+                               f"ppo.sampling.max_new_tokens {new}",
+                               "lower ppo.sampling.max_new_tokens or raise pm.data.seq_len")
+
+
+def elo_prompts(config, workdir: str, trained: set[str]) -> list[synthetic.Prompt]:
+  """The report's Elo prompts: `report.elo_prompts` synthetic contexts kept whole within the
+  PPO prompt budget (as the policies were trained), none in a training set of the run;
+  recorded in WORKDIR/eval_contexts.json with the number passed over."""
+  fit = prompt_fit(config, workdir)
   stream = ((p, fit(p.context)[0]) for p in synthetic.prompt_stream(int(config.report.elo_seed)))
   kept, excluded = fresh.draw(stream, int(config.report.elo_prompts), trained,
                               text=lambda x: x[1])
@@ -251,38 +257,41 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
 
   pol = online_lib.Policies(mesh_lib.one_device_mesh(), settings_for)
   trained = fresh.recorded([workdir], fresh.TRAIN)  # every training context of the run
-  prompts = elo_prompts(config, workdir, trained)
-  contexts = [p.context for p in prompts]
+  real = provenance.is_real(config)  # hh-rlhf prompts, the test PM judges (`report_real`)
+  if real:
+    contexts = report_real.draw_prompts(
+        workdir, report_real.file_list(config.pm.data.eval_files), int(r.elo_prompts),
+        int(r.elo_seed), prompt_fit(config, workdir), trained, "report_elo")
+    judge = report_real.judge(workdir)
+  else:
+    prompts = elo_prompts(config, workdir, trained)
+    contexts = [p.context for p in prompts]
+    judge = elo_lib.GoldJudge()
   responses, stopped = pol.respond_all(models, contexts, int(r.elo_seed),
                                        files.join(workdir, "report_responses"),
                                        with_stopped=True)
-  judge = elo_lib.GoldJudge()
   games = elo_lib.play(contexts, responses, judge)
   pm_dirs = pms(workdir, record)
   scores, stds = pm_table(contexts, responses, pm_dirs, stopped)
   stops = stop_rates(stopped)
   against = trained_against(models, list(pm_dirs))
   slope_pm = list(pm_dirs)[-1]  # the latest PM: the best judge the run has
-  rep = elo_lib.report(games, reference="initial", judge="gold", seed=int(r.elo_seed),
+  rep = elo_lib.report(games, reference="initial", judge=judge.name, seed=int(r.elo_seed),
                        pm_means={m: row[slope_pm] for m, row in scores.items()
                                  if math.isfinite(row[slope_pm])})  # NaN: no reply stopped
   rep["pm_slope_pm"] = slope_pm
-  gold = {m: judge.scores(contexts, rs) for m, rs in responses.items()}  # [n] each
-  rep["head_to_head"] = elo_lib.head_to_heads(gold, consecutive_policies(models), contexts,
+  judged = {m: judge.scores(contexts, rs) for m, rs in responses.items()}  # [n] each
+  rep["head_to_head"] = elo_lib.head_to_heads(judged, consecutive_policies(models), contexts,
                                               seed=int(r.elo_seed))
   elo_lib.write(files.join(workdir, "elo.json"), rep)
-  elo_lib.plot(rep, files.join(workdir, "elo.png"), "gold-judged Elo")
-  hh = hh_table(prompts, responses)
-  items, passed = capabilities.synthetic_probe(int(r.capability_items), avoid=trained)
-  fresh.record(workdir, fresh.EVAL, "report_capability_items",
-               [capabilities.item_prompt(it) for it in items], excluded=passed)
-  recall, recall_passed = capabilities.recall_probe(int(r.recall_items), avoid=trained)
-  fresh.record(workdir, fresh.EVAL, "report_recall_items",
-               [capabilities.item_prompt(it) for it in recall], excluded=recall_passed)
-  caps = {m: capabilities.evaluate(wd, {"synthetic": "synthetic", "recall": "synthetic"},
-                                   synthetic_n=int(r.capability_items), synthetic_avoid=trained,
-                                   recall_n=int(r.recall_items))
-          for m, wd in models.items()}
+  elo_lib.plot(rep, files.join(workdir, "elo.png"), f"{judge.name}-judged Elo")
+  if real:
+    hh = real_subsets(config, workdir, trained, models, pol, judge)
+    tasks = report_real.capability_tasks(r.get("capability_tasks", ""))
+    caps = {m: capabilities.evaluate(wd, tasks) for m, wd in models.items()} if tasks else {}
+  else:
+    hh = hh_table(prompts, responses)
+    caps = synthetic_capabilities(r, workdir, trained, models)
   plot_curves(workdir, files.join(workdir, "curves.png"))
   figs = report_plots.write_all(workdir, rep, record, float(config.ppo.eval.part_threshold))
 
@@ -303,7 +312,8 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
         f"Held-out accuracy {pm_eval.get('eval_accuracy', math.nan):.3f} "
         f"(pref. loss {pm_eval.get('eval_pref_loss', math.nan):.3f}); reward mean/std "
         f"{pm_eval.get('reward', {}).get('mean', math.nan):.3f} / "
-        f"{pm_eval.get('reward', {}).get('std', math.nan):.3f}.", ""]
+        f"{pm_eval.get('reward', {}).get('std', math.nan):.3f}.", "",
+        *report_real.pm_vs_bow_md(pm_eval)]
   md += report_plots.learning_curve_md(figs)
   if rs.get("gold_vs_k"):
     md += ["## Best-of-k (rejection sampling, PM picks)", "",
@@ -313,9 +323,12 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
            f"{rs.get('repeat_share', math.nan):.0%} of prompts drew a repeat.", "",
            _md_table([{**x, "k": str(x["k"])} for x in rs["gold_vs_k"]],
                      ["k", "analytic_kl", "gold", "gold_oracle", "selector_score"]), ""]
+  gold_md = ("" if real else
+             f"Gold {ppo.get('gold_initial', math.nan):.3f} → "
+             f"{ppo.get('gold_final', math.nan):.3f} (SEM of the difference "
+             f"{ppo.get('gold_sem', math.nan):.3f}); ")
   md += ["## PPO", "",
-         f"Gold {ppo.get('gold_initial', math.nan):.3f} → {ppo.get('gold_final', math.nan):.3f} "
-         f"(SEM of the difference {ppo.get('gold_sem', math.nan):.3f}); PM score on replies "
+         f"{gold_md}PM score on replies "
          f"that stopped {ppo['pm_stopped_initial']:.3f} → {ppo['pm_stopped_final']:.3f}; stop "
          f"rate {ppo['stop_rate_initial']:.3f} → {ppo['stop_rate_final']:.3f}; reward (that PM "
          f"score, {ppo['no_stop_penalty']:g} for a reply that never stopped) "
@@ -335,14 +348,16 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
     md += [_md_table(online_rows(record), ["iteration", "comparisons", "gold_ties",
                                            "pm_acc_own", "pm_acc_first", "gold_final", "elo",
                                            "elo_interval"]), ""]
-  md += ["## Elo (gold judge, fresh prompts)", "",
-         f"{rep['bootstrap_units']} prompts, every pair of models on each; the intervals "
-         "resample prompts, each with all its games.", "",
+  md += [f"## Elo ({judge.name} judge, fresh prompts)", "",
+         f"{rep['bootstrap_units']} prompts"
+         + (" of the held-out hh-rlhf file" if real else "") +
+         ", every pair of models on each; the intervals resample prompts, each with all its "
+         "games.", "", *([report_real.JUDGE_CAVEAT, ""] if real else []),
          elo_lib.table(rep), "", "![elo](elo.png)", ""]
   md += report_plots.elo_by_iteration_md(figs)
   md += ["### Head-to-head: each policy against the one before it", "",
-         "The same prompts, one response each; A wins when the gold score of its response is "
-         "higher. Win rate counts a tie half; intervals and two-sided p-values are from "
+         "The same prompts, one response each; A wins when the "
+         f"{judge.name} score of its response is higher. Win rate counts a tie half; intervals and two-sided p-values are from "
          f"{rep['head_to_head'][0]['bootstrap_samples'] if rep['head_to_head'] else 0} "
          "prompt resamples (p: twice the share of resampled statistics on the far side of "
          "the null, 0.5 or 0).", "",
@@ -367,27 +382,88 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
            "that PM's reward std; in bold the PM the policy was trained against (an in-sample "
            "gain); the share of replies that stopped apart. The prompts of the Elo above.", "",
            pm_table_md(scores, {n: stds[n] for n in online_pms}, against, stops), ""]
-  md += ["## Helpfulness vs harmlessness", "",
-         "Means of the synthetic labeler's two halves on benign and harmful requests "
-         "(harmlessness is 0 on benign requests by construction).", "",
-         _md_table(hh, ["name", "helpful_benign", "helpful_harmful", "harmless_harmful",
-                        "gold"]), "",
-         "## Alignment tax (capability probes)", "",
-         "Accuracy ± its binomial standard error on each probe, and in brackets each model's "
-         "change from the LM with the 95% interval of the paired per-item difference (the "
-         "same items for every model): negative is a tax. *synthetic*: topic → on-topic "
-         "detail word, the knowledge the gold labeler's helpfulness pays for. *recall*: "
-         "recalling a fact stated earlier in the dialogue (a name, place, colour or number), "
-         "a skill of the LM corpus that the gold labeler neither rewards nor punishes and that "
-         "no RL prompt or comparison holds, so RLHF is not paid to keep it. Chance is 0.25 on "
-         "both; the items share no prompt with any training set of the run (Evaluation "
-         "sets).", "",
-         capabilities.tax_table(caps, "lm"), ""]
+  md += helpful_harmless_md(hh, real, judge.name) + capabilities_md(caps, real)
   files.write_text(files.join(workdir, "report.md"), "\n".join(md))
   return {"elo": rep, "helpful_harmless": hh, "capabilities": caps, "timings": timings,
           "pm_scores": scores, "stop_rates": stops, "trained_against": against,
           "figures": figs["figures"], "parting": figs.get("parting"),
-          "tax": capabilities.paired_tax(caps, "lm")}
+          "tax": capabilities.paired_tax(caps, "lm") if caps else {}}
+
+
+def synthetic_capabilities(r, workdir: str, trained: set[str], models: dict[str, str]) -> dict:
+  """The two synthetic probes (topic, recall) for every model, their items recorded."""
+  items, passed = capabilities.synthetic_probe(int(r.capability_items), avoid=trained)
+  fresh.record(workdir, fresh.EVAL, "report_capability_items",
+               [capabilities.item_prompt(it) for it in items], excluded=passed)
+  recall, recall_passed = capabilities.recall_probe(int(r.recall_items), avoid=trained)
+  fresh.record(workdir, fresh.EVAL, "report_recall_items",
+               [capabilities.item_prompt(it) for it in recall], excluded=recall_passed)
+  return {m: capabilities.evaluate(wd, {"synthetic": "synthetic", "recall": "synthetic"},
+                                   synthetic_n=int(r.capability_items), synthetic_avoid=trained,
+                                   recall_n=int(r.recall_items))
+          for m, wd in models.items()}
+
+
+def real_subsets(config, workdir: str, trained: set[str], models: dict[str, str], pol,
+                 judge) -> list[dict] | None:
+  """The helpful/harmless table on real data: each model's mean test-PM score on the
+  prompts of `report.helpful_files` and of `report.harmless_files` (None without both)."""
+  r = config.report
+  paths = {s: report_real.file_list(r.get(f"{s}_files", "")) for s in ("helpful", "harmless")}
+  if not all(paths.values()):
+    return None
+  fit = prompt_fit(config, workdir)
+  subsets = {s: report_real.draw_prompts(workdir, p, int(r.elo_prompts), int(r.elo_seed) + 1,
+                                         fit, trained, f"report_{s}")
+             for s, p in paths.items()}
+  responses = {s: pol.respond_all(models, ctx, int(r.elo_seed) + 1,
+                                  files.join(workdir, "report_responses", s))
+               for s, ctx in subsets.items()}
+  return report_real.subset_table(judge, subsets, responses)
+
+
+def helpful_harmless_md(hh, real: bool, judge_name: str) -> list[str]:
+  md = ["## Helpfulness vs harmlessness", ""]
+  if not real:
+    return md + ["Means of the synthetic labeler's two halves on benign and harmful requests "
+                 "(harmlessness is 0 on benign requests by construction).", "",
+                 _md_table(hh, ["name", "helpful_benign", "helpful_harmful",
+                                "harmless_harmful", "gold"]), ""]
+  if hh is None:
+    return md + ["Left out: it needs the prompts of an hh-rlhf helpful subset and a harmless "
+                 "one (pass --config.report.helpful_files=PATH and "
+                 "--config.report.harmless_files=PATH, e.g. helpful-base/test.jsonl.gz and "
+                 "harmless-base/test.jsonl.gz), and there is no gold labeler of real replies.",
+                 ""]
+  return md + [f"Each model's mean `{judge_name}` score (± its standard error over prompts) on "
+               "prompts of the helpful and of the harmless hh-rlhf files, none a training "
+               "context of the run. " + report_real.JUDGE_CAVEAT, "",
+               _md_table(hh, ["name", "helpful", "harmless"]), ""]
+
+
+def capabilities_md(caps: dict, real: bool) -> list[str]:
+  md = ["## Alignment tax (capability probes)", ""]
+  if real and not caps:
+    return md + ["Left out: the synthetic probes test the synthetic world's knowledge, which a "
+                 "model trained on hh-rlhf never saw; pass --config.report.capability_tasks="
+                 "mmlu:PATH,arc_easy:PATH,... (local files in the real formats, "
+                 "`hh_jax/eval/capabilities.py`).", ""]
+  if real:
+    return md + ["Accuracy ± its binomial standard error on each task, and in brackets each "
+                 "model's change from the LM with the 95% interval of the paired per-item "
+                 "difference (the same items for every model): negative is a tax.", "",
+                 capabilities.tax_table(caps, "lm"), ""]
+  return md + [
+      "Accuracy ± its binomial standard error on each probe, and in brackets each model's "
+      "change from the LM with the 95% interval of the paired per-item difference (the "
+      "same items for every model): negative is a tax. *synthetic*: topic → on-topic "
+      "detail word, the knowledge the gold labeler's helpfulness pays for. *recall*: "
+      "recalling a fact stated earlier in the dialogue (a name, place, colour or number), "
+      "a skill of the LM corpus that the gold labeler neither rewards nor punishes and that "
+      "no RL prompt or comparison holds, so RLHF is not paid to keep it. Chance is 0.25 on "
+      "both; the items share no prompt with any training set of the run (Evaluation "
+      "sets).", "",
+      capabilities.tax_table(caps, "lm"), ""]
 
 
 __all__ = ["write_report", "hh_table", "pm_table", "pm_table_md", "stop_rates", "pms",

@@ -13,6 +13,7 @@ import math
 from typing import Sequence
 
 import jax
+import ml_collections
 import numpy as np
 
 from hh_jax import metrics as metrics_lib
@@ -80,7 +81,10 @@ def eval_contexts(setup, workdir: str) -> tuple[list[str], list[list[int]], dict
   """(contexts, their token ids, {excluded, shortened}): fresh prompts, none in a training
   set of the run (`hh_jax.data.fresh`), each kept whole within the stage's prompt budget."""
   c = setup.config.eval
-  return prompts_lib.draw_eval(setup.config.prompts, int(c.num_prompts), int(c.seed),
+  source = setup.config.prompts
+  if c.get("files"):  # held-out files of their own (the `:hh` pipeline's eval file)
+    source = ml_collections.ConfigDict({**source.to_dict(), "files": c.files})
+  return prompts_lib.draw_eval(source, int(c.num_prompts), int(c.seed),
                                setup.fit, workdir, fresh.upstream(setup.config), "ppo_eval")
 
 

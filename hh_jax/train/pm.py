@@ -29,6 +29,7 @@ from hh_jax import files
 from hh_jax.data import fresh as fresh_lib
 from hh_jax.data import hh_rlhf, pairs as pairs_lib, tokenizer as tok_lib
 from hh_jax.errors import UserError
+from hh_jax.eval import bow_baseline
 from hh_jax.model import flops, params as params_lib
 from hh_jax.model.transformer import Transformer
 from hh_jax.parallel import mesh as mesh_lib
@@ -454,8 +455,14 @@ def run(config, workdir: str):
       stats = save_reward_stats(workdir, step, r)
       if eval_batches:
         final = held_out_metrics(r)
+        # the bag-of-words bar on the very pairs scored (the last partial batch is dropped)
+        final["bow"] = bow_baseline.beside_pm(r[:, 0] - r[:, 1], train_pairs,
+                                              held_pairs[:len(r)])
         stage.save_json("final_eval.json", {**final, "step": step, "reward": stats})
-        print(f"{config.stage}: step {step} held-out accuracy {final['eval_accuracy']:.4f}",
+        b = final["bow"]
+        print(f"{config.stage}: step {step} held-out accuracy {final['eval_accuracy']:.4f}; "
+              f"bag-of-words on the same {b['pairs']} pairs {b['bow_accuracy']:.4f}, "
+              f"difference {b['difference']:+.4f} ± {b['difference_se']:.4f} (paired SE)",
               flush=True)
   stage.close()
   return state
