@@ -107,6 +107,11 @@ def get_config(arg=None):
     c.report.helpful_files = ""
     c.report.harmless_files = ""
     c.report.capability_tasks = ""
+    if a["runlocal"]:  # the short HHH prompt in a 512-piece tokenizer of real text: 137 tokens
+      for stage in (c.lm, c.pmp, c.pm, c.rs, c.distill, c.ppo, c.online.pm_stage,
+                    c.online.ppo_stage):
+        if "model" in stage:  # the others take their model from the runs they start from
+          stage.model.max_len = max(stage.model.max_len, 256)
   if a["runlocal"]:
     c.distill.data.seq_len = 8  # the HHH prompt (~118 tokens at vocab 512) + this fits max_len 128
     # PPO's prompt budget is the PM's seq_len minus the reply's 8 tokens: 88 holds the

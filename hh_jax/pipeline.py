@@ -39,8 +39,12 @@ def has_pmp(config) -> bool:
 
 
 def stage_names(config) -> tuple[str, ...]:
-  """The stages this run has, in order (`ORDER` less PMP when there is no PMP data)."""
-  return tuple(n for n in ORDER if n != "pmp" or has_pmp(config))
+  """The stages this run has, in order: `ORDER` less PMP when there is no PMP data and less
+  the online loop when it has no iteration (`:hh` without people's judgments)."""
+  skip = {"pmp"} if not has_pmp(config) else set()
+  if int(config.online.online.iterations) == 0:
+    skip.add("online")
+  return tuple(n for n in ORDER if n not in skip)
 
 
 def sources(workdir: str, with_pmp: bool = True) -> dict[str, dict[str, str]]:

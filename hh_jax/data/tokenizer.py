@@ -54,8 +54,11 @@ class Tokenizer:
     return self._sp.encode(list(texts))
 
   def decode(self, ids: Iterable[int]) -> str:
-    special = (self.pad_id, self.eoc_id, self.eos_id)
-    return self._sp.decode([int(i) for i in ids if int(i) not in special])
+    """Text of `ids`, less the special ones and any past the last piece: a model's embedding
+    may have more rows than the tokenizer has pieces (runlocal: 512 pieces, 2,048 rows), and
+    an LM trained a few steps still samples those untrained rows; they are no text."""
+    special, n = (self.pad_id, self.eoc_id, self.eos_id), self.vocab_size
+    return self._sp.decode([int(i) for i in ids if int(i) not in special and 0 <= int(i) < n])
 
   def save(self, path: str) -> None:
     files.write_bytes(path, self.model_proto)

@@ -199,7 +199,8 @@ def prompt_fit(config, workdir: str):
   tok = tok_lib.Tokenizer.load(files.join(workdir, "lm", tok_lib.FILENAME))
   return prompts_lib.PromptFit(tok, seq - new, f"pm.data.seq_len {seq} - "
                                f"ppo.sampling.max_new_tokens {new}",
-                               "lower ppo.sampling.max_new_tokens or raise pm.data.seq_len")
+                               "lower ppo.sampling.max_new_tokens or raise pm.data.seq_len",
+                               skip_too_long=provenance.is_real(config))
 
 
 def elo_prompts(config, workdir: str, trained: set[str]) -> list[synthetic.Prompt]:
@@ -334,9 +335,13 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
          f"score, {ppo['no_stop_penalty']:g} for a reply that never stopped) "
          f"{ppo['reward_initial']:.3f} → {ppo['reward_final']:.3f}; KL {ppo['kl']:.2f} nats; "
          f"PM score (stopped replies) vs √KL R² {ppo['sqrt_kl_r2']:.2f}.", "",
-         "![gold vs sqrt KL](ppo/gold_vs_sqrt_kl.png) ![PM vs sqrt KL](ppo/pm_vs_sqrt_kl.png)",
-         ""]
-  md += report_plots.bon_ppo_md(figs)
+         ("" if real else "![gold vs sqrt KL](ppo/gold_vs_sqrt_kl.png) ") +
+         "![PM vs sqrt KL](ppo/pm_vs_sqrt_kl.png)", ""]
+  if real:  # the figure's left half is gold, its right half the PM score above
+    md += ["Best-of-n and PPO against √KL in gold is left out: there is no gold score of a "
+           "real reply.", ""]
+  else:
+    md += report_plots.bon_ppo_md(figs)
   halves = [n for n in ("pm", "pm_test") if n in stds]
   md += report_plots.train_vs_test_md(
       figs, pm_table_md(scores, {n: stds[n] for n in halves}, against, stops))
@@ -354,7 +359,8 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
          ", every pair of models on each; the intervals resample prompts, each with all its "
          "games.", "", *([report_real.JUDGE_CAVEAT, ""] if real else []),
          elo_lib.table(rep), "", "![elo](elo.png)", ""]
-  md += report_plots.elo_by_iteration_md(figs)
+  if record["iterations"]:
+    md += report_plots.elo_by_iteration_md(figs)
   md += ["### Head-to-head: each policy against the one before it", "",
          "The same prompts, one response each; A wins when the "
          f"{judge.name} score of its response is higher. Win rate counts a tie half; intervals and two-sided p-values are from "

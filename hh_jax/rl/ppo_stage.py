@@ -178,7 +178,8 @@ class Setup:
     self.P = self.pm.seq_len - self.T
     self.fit = prompts_lib.PromptFit(
         self.tok, self.P, f"the PM's data.seq_len {self.pm.seq_len} - sampling.max_new_tokens "
-        f"{self.T}", "lower sampling.max_new_tokens or train the PM with a longer data.seq_len")
+        f"{self.T}", "lower sampling.max_new_tokens or train the PM with a longer data.seq_len",
+        skip_too_long=config.prompts.source == "hh_rlhf")
     total = self.P + self.T
     for name, cfg in (("policy", lm_cfg), ("PM", self.pm.cfg)):
       if cfg.pos_embedding == "learned" and total + (name == "PM") > cfg.max_len:

@@ -75,12 +75,16 @@ class PromptFit:
   `budget`: tokens a prompt may take; `source`: how the budget was reached, and `fix`: what
   to change, both for the one-line error when a last Human turn alone is over it.
   `shortened` counts the contexts a draw kept that lost turns (`draw_fitted`).
+  `skip_too_long`: a context whose last Human turn alone is over the budget is passed over
+  (counted in `too_long`) instead of stopping the run: real conversations (hh-rlhf) hold a
+  few such turns, which no budget a small model has would fit.
   """
 
-  def __init__(self, tok, budget: int, source: str, fix: str):
+  def __init__(self, tok, budget: int, source: str, fix: str, skip_too_long: bool = False):
     if budget < 1:
       raise UserError(f"the prompt budget is {budget} tokens ({source}); {fix}")
     self.tok, self.budget, self.source, self.fix = tok, int(budget), source, fix
+    self.skip_too_long, self.too_long = bool(skip_too_long), 0
     self.shortened = 0
 
   def __call__(self, context: str) -> tuple[str, list[int]]:
@@ -91,6 +95,9 @@ class PromptFit:
       ids = list(self.tok.encode(text))
       if len(ids) <= self.budget:
         return text, ids
+    if self.skip_too_long:
+      self.too_long += 1
+      return None, None
     raise UserError(f"a prompt's last Human turn alone is {len(ids)} tokens, over the prompt "
                     f"budget of {self.budget} ({self.source}); {self.fix}")
 
@@ -100,7 +107,8 @@ def draw_fitted(stream: Iterable[str], num: int | None, fit: PromptFit, avoid: s
   """(texts, token ids, passed over): the first `num` distinct contexts of `stream`, each
   kept whole within `fit`'s budget, whose kept text no set of `avoid` holds (digests of
   `hh_jax.data.fresh`); `fit.shortened` counts the kept ones that lost turns."""
-  fitted = ((c, *fit(c)) for c in stream)  # (context, kept text, ids)
+  fitted = (x for x in ((c, *fit(c)) for c in stream)  # (context, kept text, ids)
+            if x[1] is not None)  # None: over the budget, passed over (`skip_too_long`)
   before = fit.shortened
   kept, excluded = fresh.draw(fitted, num, avoid, text=lambda x: x[1])
   fit.shortened = before + sum(c != t for c, t, _ in kept)

@@ -225,11 +225,12 @@ def keep_whole(config, contexts, tok, model_cfg, scorer, workdir) -> tuple[list[
   seq, what = (int(scorer.seq_len), "the PM's data.seq_len") if hasattr(scorer, "seq_len") else (
       int(model_cfg.max_len), "the policy's model.max_len")
   fit = prompts_lib.PromptFit(tok, seq - new, f"{what} {seq} - sampling.max_new_tokens {new}",
-                              "lower sampling.max_new_tokens")
+                              "lower sampling.max_new_tokens",
+                              skip_too_long=config.data.source == "hh_rlhf")
   avoid = fresh.recorded(fresh.run_dirs(workdir, fresh.upstream(config)), fresh.EVAL,
                          own=workdir)
   texts, _, excluded = prompts_lib.draw_fitted(contexts, None, fit, avoid)
-  counts = {"shortened": fit.shortened, "excluded": excluded}
+  counts = {"shortened": fit.shortened, "excluded": excluded, "too_long": fit.too_long}
   fresh.record(workdir, fresh.TRAIN, "rs_prompts", texts, **counts)
   print(f"rs: {len(texts)} prompts, budget {fit.budget} tokens; {fit.shortened} lost their "
         f"earliest turns, {excluded} passed over as evaluation contexts", flush=True)
