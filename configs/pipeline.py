@@ -1,8 +1,10 @@
 """The whole recipe: `--config=configs/pipeline.py:tiny` (the synthetic task on a laptop) or
-`:hh` (hh-rlhf files: `--config.pm.data.train_files=PATH[,PATH]`), `,runlocal=True` for tests.
-`:hh` never trains on synthetic labels: with online iterations it needs people's judgments
-(`--config.online.online.human_files`) and stops in one line otherwise; its report names every
-part that still comes from the synthetic world (`hh_jax/eval/provenance.py`).
+`:hh` (hh-rlhf files: `--config.pm.data.train_files=PATH[,PATH]
+--config.pm.data.eval_files=PATH`), `,runlocal=True` for tests. `:hh` trains on nothing
+synthetic: the LM and distillation read the train files' transcripts, RS and PPO their
+contexts, no PMP without a dump; online iterations (`iterations=N`) need people's judgments
+(`--config.online.online.human_files`) and stop in one line otherwise; its report is judged by
+the test PM and names anything synthetic (`hh_jax/eval/provenance.py`, `docs/pipeline.md`).
 
 LM → PMP → PM → rejection sampling → context distillation → PPO → online iterations → report,
 each stage in WORKDIR/<name>, checkpoint to checkpoint. Every stage's config is nested here

@@ -15,8 +15,6 @@ def pm_fields(c, small: bool):
   c.pm = ml_collections.ConfigDict()
   c.pm.lm_loss_weight = 0.0  # > 0: add the LM loss on the chosen transcript
   c.pm.center_weight = 0.0  # > 0: add weight · (r_chosen + r_rejected)²
-  # eoc: the scalar head at EOC; sum: the per-token scores summed up to EOC (`train/pm.py`)
-  c.pm.pool = "eoc"
 
   # learning_rate is used when lr_fraction is 0; lr_fraction > 0 takes that fraction of
   # the source run's learning rate.

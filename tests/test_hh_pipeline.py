@@ -30,6 +30,9 @@ def hh_run(tmp_path_factory):
                 "that has ../shared beside it")
   c = pipeline_config.get_config("hh,size=test,runlocal=True")
   c.pm.data.train_files, c.pm.data.eval_files = TRAIN, TEST
+  c.pm.train.eval_batches = 4  # 32 held-out pairs: enough for the report's line
+  # The sample has the harmless subset only: its test file stands in for both subsets.
+  c.report.helpful_files = c.report.harmless_files = TEST
   work = str(tmp_path_factory.mktemp("hh") / "run")
   return work, main.run(c, work)
 
@@ -63,11 +66,13 @@ def test_hh_pipeline_trains_nothing_synthetic(hh_run):
   assert "No section is judged by the synthetic gold labeler" in text
   assert "Gold " not in text and "gold labeler's helpfulness" not in text
   assert "## Elo (pm_test judge, fresh prompts)" in text and report_real.JUDGE_CAVEAT in text
-  assert text.count("Left out:") == 2  # helpful/harmless and capability files not given
+  assert "| name | helpful | harmless |" in text  # each model's pm_test score per subset
+  assert text.count("Left out:") == 1  # no capability files given
   # Every evaluation set of the run is apart from every training context.
   trained = fresh.recorded([work], fresh.TRAIN)
   sets = fresh.read_sets([work], fresh.EVAL)
-  assert any(k.endswith(":report_elo") for k in sets)
+  for name in ("report_elo", "report_helpful", "report_harmless", "ppo_eval"):
+    assert any(k.endswith(f":{name}") for k in sets), name
   for key, e in sets.items():
     assert not trained & set(e["digests"]), key
 

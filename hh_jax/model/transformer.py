@@ -637,14 +637,5 @@ class Transformer(nn.Module):
       logits = logits.reshape(*h.shape[:2], cfg.vocab_size)  # [batch, seq, vocab]
       out["logits"] = _constrain(logits.astype(jnp.float32), ("batch", "act_length", "act_vocab"))
     if "scalar" in cfg.heads:
-      scalar = self.scalar_head(h.astype(jnp.float32))[..., 0]  # [batch, seq]
-      if getattr(cfg, "scalar_pool", "last") == "sum":  # a PM's `pm.pool=sum`
-        if cache is not None or last_only:
-          raise ValueError("model.scalar_pool='sum' reads every position: no cache, no "
-                           "last_only")
-        # position t: the sum of the per-token scores up to t (padding 0), so the score at
-        # EOC sums the whole sequence; under causal attention the shared context's tokens
-        # score the same in both replies of a comparison, so a margin sums the replies'.
-        scalar = jnp.cumsum(scalar * mask.astype(jnp.float32), axis=-1)  # [batch, seq]
-      out["scalar"] = scalar
+      out["scalar"] = self.scalar_head(h.astype(jnp.float32))[..., 0]  # [batch, seq]
     return out

@@ -145,26 +145,11 @@ def train_flops_per_token(model_cfg, seq_len: int) -> float:
 # The stage.
 
 
-POOLS = ("eoc", "sum")
-
-
 def model_config(config):
   """The ladder rung with the heads this objective needs (LM logits only when weighted)."""
   cfg = ml_collections.ConfigDict(config.model.to_dict())
   cfg.heads = ("lm", "scalar") if config.pm.lm_loss_weight else ("scalar",)
   return cfg
-
-
-def set_pool(config) -> None:
-  """`pm.pool`: "eoc" reads the scalar head at EOC (the paper's PM); "sum" sums the per-token
-  scores up to EOC (`model.scalar_pool`, written into the run's model config so every
-  scorer of the run reads the same)."""
-  pool = str(config.pm.get("pool", "eoc"))
-  if pool not in POOLS:
-    raise UserError(f"pm.pool={pool!r}; use one of {', '.join(POOLS)}")
-  if pool == "sum":
-    with config.unlocked():
-      config.model.scalar_pool = "sum"
 
 
 def validate(config) -> None:
@@ -413,7 +398,6 @@ def run(config, workdir: str):
     with config.unlocked():
       config.model = params_lib.model_from_run(config.model, config.init.workdir)
   validate(config)
-  set_pool(config)
   stage = runner.open_stage(config, workdir)
   workdir, mesh = stage.workdir, stage.mesh
   if not stage.resuming and not config.init.workdir:
