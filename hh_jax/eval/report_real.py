@@ -41,8 +41,10 @@ def file_list(spec) -> list[str]:
 def draw_prompts(workdir: str, paths: Sequence[str], n: int, seed: int, fit, trained: set[str],
                  name: str) -> list[str]:
   """`n` contexts of the hh-rlhf files `paths` in a seeded order, kept whole within the
-  prompt budget (`fit`), none a training context of the run; recorded as set `name`."""
+  prompt budget (`fit`; one whose last Human turn is over it is passed over), none a
+  training context of the run; recorded as set `name`."""
   from hh_jax.data import hh_rlhf  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   seen, pool = set(), []
   for path in paths:
     for p in hh_rlhf.read_file(path)[0]:
@@ -50,11 +52,10 @@ def draw_prompts(workdir: str, paths: Sequence[str], n: int, seed: int, fit, tra
         seen.add(p.context)
         pool.append(p.context)
   order = np.random.default_rng(seed).permutation(len(pool))
-  fitted = ((pool[i], fit(pool[i])[0]) for i in order)
-  kept, excluded = fresh.draw(fitted, n, trained, text=lambda x: x[1])
-  texts = [t for _, t in kept]
+  shortened, too_long = fit.shortened, fit.too_long
+  texts, _, excluded = prompts_lib.draw_fitted((pool[i] for i in order), n, fit, trained)
   fresh.record(workdir, fresh.EVAL, name, texts, excluded=excluded,
-               shortened=sum(c != t for c, t in kept))
+               shortened=fit.shortened - shortened, too_long=fit.too_long - too_long)
   return texts
 
 
