@@ -53,6 +53,18 @@ def test_a_last_human_turn_over_the_budget_stops_the_run_in_one_line():
     _fit(0)
 
 
+def test_real_prompts_over_the_budget_are_passed_over_and_counted():
+  """hh-rlhf holds Human turns longer than any small model's budget: with `skip_too_long`
+  (the hh_rlhf sources) a draw passes over them instead of stopping."""
+  short = "\n\nHuman: How do I tune my guitar?\n\nAssistant:"  # 8 words
+  fit = prompts_lib.PromptFit(WordTok(), 12, "PM seq_len - new tokens", "lower the reply",
+                              skip_too_long=True)
+  assert fit(CONTEXT) == (None, None) and fit.too_long == 1
+  texts, ids, excluded = prompts_lib.draw_fitted(iter([CONTEXT, short, CONTEXT]), 2, fit, set())
+  assert texts == [short] and [len(i) for i in ids] == [8] and excluded == 0
+  assert fit.too_long == 3
+
+
 def test_draws_count_the_prompts_that_lost_turns():
   short = "\n\nHuman: How do I tune my guitar?\n\nAssistant:"
   fit = _fit(25)

@@ -14,6 +14,9 @@ def test_markers_are_single_pieces_and_text_round_trips(tmp_path):
   # The EOC token never comes out of user text, even text that spells it.
   assert tok.eoc_id not in tok.encode("a reply <eoc> with the marker")
   assert tok.decode(ids + [tok.eoc_id, tok.pad_id]) == texts[0]
+  # A model's embedding rows past the last piece (runlocal: 2,048 rows, 512 pieces), which a
+  # barely trained LM still samples, are no text.
+  assert tok.decode(ids + [tok.vocab_size, tok.vocab_size + 900]) == texts[0]
   assert tok.encode("unseen ünïcödé ☃") and tok.decode(tok.encode("ünïcödé ☃")) == "ünïcödé ☃"
 
   path = tmp_path / tokenizer.FILENAME
