@@ -11,6 +11,9 @@ from configs import common, models
 def get_config(arg=None):
   a = common.parse_arg(arg, size="tiny", runlocal=False)
   c = common.header("lm", size=a["size"])
+  # Continue a run instead of starting fresh: an imported Hugging Face model
+  # (`python -m hh_jax.interop.hf import`) or an earlier LM; its model and tokenizer are used.
+  common.upstream(c)
 
   small = a["size"] in models.SMALL
   c.data = ml_collections.ConfigDict()

@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 import test_interop_llama as hf_models  # noqa: E402
-from configs import pm as pm_config, ppo as ppo_config  # noqa: E402
+from configs import lm as lm_config, pm as pm_config, ppo as ppo_config  # noqa: E402
 from hh_jax import chat, stages  # noqa: E402
 from hh_jax.data import tokenizer as tok_lib  # noqa: E402
 from hh_jax.interop import hf  # noqa: E402
@@ -76,3 +76,22 @@ def test_chat_session_on_the_imported_run(runs):
                             settings, out=out)
   assert transcript.startswith("\n\nHuman: hello\n\nAssistant:")
   assert transcript.count("\n\nHuman:") >= 2 and out.getvalue().count("Assistant:") == 2
+
+
+def test_lm_stage_continues_the_imported_llama(runs, tmp_path):
+  """`--config.init.workdir=IMPORT` on the LM stage (how `:hh` pretrains an open model on
+  hh-rlhf transcripts): the import's architecture, tokenizer and weights, then training."""
+  c = lm_config.get_config("size=test,runlocal=True")  # the `test` rung: replaced by the run's
+  c.init.workdir = runs["lm"]
+  c.optim.learning_rate = 1e-6  # two steps barely move the weights they start from
+  c.train.total_steps = 2
+  out = str(tmp_path / "lm_cont")
+  stages.run(c, out)
+  assert {k: v for k, v in _model(out).items() if k != "heads"} == \
+      {k: v for k, v in _model(runs["lm"]).items() if k != "heads"}
+  read = lambda d: open(os.path.join(d, tok_lib.FILENAME), "rb").read()  # noqa: E731
+  assert read(out) == read(runs["lm"])
+  _, src, _ = params_lib.load_lm(runs["lm"])
+  _, cont, _ = params_lib.load_lm(out)
+  diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), src, cont))
+  assert max(diffs) < 1e-3  # a fresh init would differ by the init's scale (~0.02-1)

@@ -88,6 +88,8 @@ def _cli(*args):
      "data.batch_size=12 is not divisible"),
     (["--config=configs/lm.py:size=test", "--config.model.remat_policy=some"], "remat_policy"),
     (["--config=configs/missing.py"], "does not exist"),
+    (["--config=configs/lm.py:size=test", "--config.init.workdir=/nonexistent/run"],
+     "init.workdir=/nonexistent/run is not an LM run"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, expect):
   out = _cli(*args, f"--workdir={tmp_path}/w")

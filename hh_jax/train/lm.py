@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hh_jax import files
 from hh_jax.data import lm_data, tokenizer as tok_lib
 from hh_jax.errors import UserError
-from hh_jax.model import flops
+from hh_jax.model import flops, params as params_lib
 from hh_jax.model.transformer import Transformer
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.train import optimizer as optim_lib
@@ -141,7 +142,21 @@ def build_data(config, workdir, tok):
 
 
 def run(config, workdir: str):
-  """The LM stage; returns the final state. Rerun on the same workdir to resume."""
+  """The LM stage; returns the final state. Rerun on the same workdir to resume.
+
+  With `init.workdir` (an imported Hugging Face run, or an earlier LM) the stage continues
+  that model on this corpus: its architecture, its tokenizer and its weights, so pretraining
+  on hh-rlhf transcripts can start from an open model rather than from scratch.
+  """
+  init = config.init.workdir if "init" in config else ""
+  if init:
+    src_tok = files.join(files.abspath(init), tok_lib.FILENAME)
+    if not files.exists(files.join(files.abspath(init), "config.json")) or not files.exists(src_tok):
+      raise UserError(f"init.workdir={init} is not an LM run (no config.json and "
+                      f"{tok_lib.FILENAME}); import one with `python -m hh_jax.interop.hf import`")
+    with config.unlocked():
+      config.model = params_lib.model_from_run(config.model, init)
+      config.data.tokenizer_path = config.data.tokenizer_path or src_tok
   validate(config)
   stage = runner.open_stage(config, workdir)
   workdir = stage.workdir
@@ -160,7 +175,13 @@ def run(config, workdir: str):
   total = config.train.total_steps
   tx = optim_lib.make(config.optim, total)
   example = jnp.zeros((config.data.batch_size, config.data.seq_len), jnp.int32)  # [batch, seq]
-  state, shardings, _ = stage.init_or_restore(model, tx, example, batches=batches)
+  state, shardings, resumed = stage.init_or_restore(model, tx, example, batches=batches)
+  if init and not resumed:  # the source's weights, each into its shards
+    state, fresh = runner.init_params_from(state, files.abspath(init))
+    if fresh:
+      raise UserError(f"init.workdir={init} lacks {', '.join(fresh)} of the LM; point it at an "
+                      "LM or imported run")
+    print(f"lm: continuing {init}", flush=True)
 
   step_fn = make_train_step(model, config.optim.grad_accum_steps)
   tokens_per_step = config.data.batch_size * config.data.seq_len

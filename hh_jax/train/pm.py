@@ -334,19 +334,6 @@ def learning_rate(config) -> float:
   return config.optim.learning_rate
 
 
-def init_params_from(state, init_workdir):
-  """Overwrites the fresh params with the init workdir's; returns (state, fresh paths).
-
-  The fresh (born-sharded) params are the target's abstract state: each restored leaf
-  lands in the same shards.
-  """
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                          state.params)
-  ckpt_dir = files.join(init_workdir, "checkpoints")
-  restored, missing = ckpt_lib.restore_params(ckpt_dir, abstract)
-  return state.replace(params=ckpt_lib.merge_params(state.params, restored)), missing
-
-
 def make_score_fn(model, mesh):
   """Jitted rewards [batch, 2] for held-out batches, batch sharded like training."""
   sh = {k: mesh_lib.batch_sharding(mesh, nd) for k, nd in BATCH_NDIMS.items()}
@@ -430,7 +417,7 @@ def run(config, workdir: str):
   example = jnp.zeros((config.data.batch_size * 2, config.data.seq_len), jnp.int32)  # [2·batch, seq]
   state, shardings, resumed = stage.init_or_restore(model, tx, example, batches=batches)
   if not resumed:  # the trunk (and whatever else it shares) from the init run
-    state, fresh = init_params_from(state, config.init.workdir)
+    state, fresh = runner.init_params_from(state, config.init.workdir)
     print(f"{config.stage}: restored from {config.init.workdir}; fresh: "
           f"{', '.join(fresh) or 'nothing'}", flush=True)
 

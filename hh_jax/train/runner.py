@@ -351,6 +351,19 @@ def open_stage(config, workdir: str, mesh_fn: Callable | None = make_mesh) -> St
   return Stage(config, workdir, mesh_fn(config) if mesh_fn is not None else None)
 
 
+def init_params_from(state, init_workdir):
+  """Overwrites the fresh params with the init workdir's; returns (state, fresh paths).
+
+  The fresh (born-sharded) params are the target's abstract state: each restored leaf
+  lands in the same shards.
+  """
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          state.params)
+  ckpt_dir = files.join(init_workdir, "checkpoints")
+  restored, missing = ckpt_lib.restore_params(ckpt_dir, abstract)
+  return state.replace(params=ckpt_lib.merge_params(state.params, restored)), missing
+
+
 __all__ = ["prepare_workdir", "make_mesh", "validate_model", "compile_step",
            "train_loop", "to_global", "write_config", "check_workdir", "save_json", "ckpt_lib",
-           "Stage", "open_stage"]
+           "Stage", "open_stage", "init_params_from"]
