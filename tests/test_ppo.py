@@ -3,7 +3,9 @@ rollout, sharded vs one-device updates, token-space reward vs the text scorer, a
 stage end to end (load_lm and chat read its workdir; SIGKILL and rerun changes nothing)."""
 import io
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -556,3 +558,57 @@ def test_stage_adds_fewshot_prompts_written_by_the_lm(runs, tmp_path):
   assert len(texts) == len(ids) and 0 < len(extra) <= 6
   assert all(t.startswith("\n\nHuman: ") and t.endswith("\n\nAssistant:") for t in extra)
 
+
+
+class _CacheMisses(logging.Handler):
+  """The module names of the XLA compiles that JAX's persistent cache missed (its DEBUG log)."""
+
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.names: list[str] = []
+
+  def emit(self, record):
+    msg = record.getMessage()
+    if msg.startswith("PERSISTENT COMPILATION CACHE MISS for '"):
+      self.names.append(msg.split("'")[1])
+
+
+def test_second_ppo_stage_compiles_no_new_program(runs, tmp_path):
+  """A second PPO stage (the online loop's next iteration: another PM, so other reward
+  stats and value init, another KL start) reuses the first stage's compiled rollout and
+  update from the persistent cache: every per-stage number is a traced argument."""
+  _, dirs = runs
+  pm2 = str(tmp_path / "pm2")
+  shutil.copytree(dirs["pm"], pm2)
+  stats_path = os.path.join(pm2, "reward_stats.json")
+  with open(stats_path) as f:
+    stats = json.load(f)
+  with open(stats_path, "w") as f:
+    json.dump({**stats, "mean": stats["mean"] + 0.75, "std": stats["std"] * 2.5}, f)
+  # A cache of this test's own, writing every program however fast it compiled.
+  saved = {k: getattr(jax.config, k) for k in (
+      "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+  compilation_cache.reset_cache()
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  misses = _CacheMisses()
+  logger = logging.getLogger("jax._src.compiler")
+  level = logger.level
+  logger.setLevel(logging.DEBUG)
+  logger.addHandler(misses)
+  try:
+    main.run(_ppo(dirs, total_steps=2), str(tmp_path / "first"))
+    first = list(misses.names)
+    misses.names.clear()
+    c = _ppo(dirs, total_steps=2)
+    c.pm.workdir = pm2
+    c.ppo.kl_coef = 0.25
+    main.run(c, str(tmp_path / "second"))
+  finally:
+    logger.removeHandler(misses)
+    logger.setLevel(level)
+    compilation_cache.reset_cache()
+    for k, v in saved.items():
+      jax.config.update(k, v)
+  assert {"jit_rollout", "jit_update"} <= set(first), first  # the log names what compiled
+  assert misses.names == [], misses.names  # nothing at all: rollout, update, state init, eval

@@ -224,12 +224,15 @@ class Setup:
                                                jnp.zeros((1, 8), jnp.int32))["params"])
       params = {**params, "scalar_head": fresh["scalar_head"]}
     value_params = {} if c.ppo.value == "shared" else self.pm.value_init()
-    make = lambda p, v: ppo.init_state(p, v, self.tx, self.value_tx,  # noqa: E731
-                                       c.ppo.kl_coef, c.seed)
+    # The KL start and the seed are arguments, not constants: the next stage (another
+    # iteration of the online loop) reuses this program from the persistent cache.
+    make = lambda p, v, kl, seed: ppo.init_state(p, v, self.tx, self.value_tx,  # noqa: E731
+                                                 kl, seed)
     with mesh_lib.activate(self.mesh):
       # Copies, not aliases: the update donates the state, the reference and PM stay.
       return jax.jit(make, out_shardings=self.shardings)(
-          jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, value_params))
+          jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, value_params),
+          jnp.float32(c.ppo.kl_coef), jnp.int32(c.seed))
 
   def rollout_fn(self, with_test_pm: bool = False):
     key = bool(with_test_pm)
