@@ -200,6 +200,35 @@ def test_update_improves_the_surrogate(nets):
   assert even(state.params) > before
 
 
+@pytest.mark.parametrize("epochs,num_mb", [(2, 1), (1, 2)])
+def test_update_computing_old_logp_equals_the_rollouts(nets, epochs, num_mb):
+  """The update on a batch without logp/values (its first step's forward gives them, or a
+  forward pass first with several minibatches) moves the params as the update on the
+  rollout's own logp/values does, and reports the same metrics."""
+  cfg, policy, value, p, v = nets
+  out = _rollout(nets, _prompts(8, [9, 4, 6, 9, 2, 7, 9, 5], cfg.vocab_size, seed=4), 16, 8,
+                 tuple(range(6, 20)))
+  full = {**_batch(out), **{k: out[k] for k in ("logp", "values", "entropy")}}
+  full["scores"] = jnp.where(full["response"][:, 0] % 2 == 0, 1.0, -1.0)
+  lean = {k: full[k] for k in ppo_stage.BATCH_KEYS}
+  assert "logp" not in lean and "values" not in lean
+  tx = optax.sgd(0.05)  # plain SGD: Adam's g/√v would magnify ulp-level differences
+  update = jax.jit(ppo.make_update(policy, value, _ppo_cfg(epochs=epochs,
+                                                           num_minibatches=num_mb)))
+  got = [update(ppo.init_state(p, v, tx, tx, 0.05, 0), b) for b in (full, lean)]
+  (sa, ma), (sb, mb) = jax.device_get(got)
+  moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(sa.params),
+                                                         jax.tree.leaves(p)))
+  assert moved > 1e-3
+  for a, b in ((sa.params, sb.params), (sa.value_params, sb.value_params)):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5), a, b)
+  for k in ma:
+    np.testing.assert_allclose(ma[k], mb[k], atol=1e-4, rtol=1e-4, err_msg=k)
+  assert float(mb["rollout/sampler_logp_gap"]) < 1e-4
+  if num_mb == 1:  # the old log-probs are the first step's own: its ratio is exactly 1
+    assert float(mb["policy/ratio_maxdev_first"]) == 0.0
+
+
 def test_nonfinite_minibatch_updates_are_skipped_and_counted(nets):
   # One NaN score makes that row's advantages (after whitening, every row's) NaN: every
   # minibatch update is skipped, params and Adam state unchanged, and counted.
