@@ -450,7 +450,9 @@ def test_stage_runs_and_policy_loads_like_an_lm(runs):
             "sqrt_kl_r2"):
     assert k in result, k
   assert "objective/pm_stopped" in rows[0] and "objective/stop_rate" in rows[0]
-  assert result["num_prompts"] == 16 and result["kl_initial"] == 0.0
+  # The evaluation's KL reads the sampler's log-probs (the stage's rollout leaves the policy
+  # forward to the update): the initial policy is its reference to float32 rounding.
+  assert result["num_prompts"] == 16 and abs(result["kl_initial"]) < 1e-5
   # Prompts kept whole within the PM's seq_len (96) minus the reply (8); turns lost, counted.
   assert result["prompts"]["budget"] == 88 and result["prompts"]["pool"] == 64
   assert result["prompts"]["pool_shortened"] > 0
