@@ -129,11 +129,9 @@ def response_logits(model, params, tokens, mask, num_response: int):
 
   Returns (logits [batch, T, vocab] or None, scalar [batch, T] or None).
   """
-  out = model.apply({"params": params}, tokens, mask)
-  p = tokens.shape[1] - num_response
-  logits = out["logits"][:, p - 1:-1] if "logits" in out else None
-  scalar = out["scalar"][:, p - 1:-1] if "scalar" in out else None
-  return logits, scalar
+  p, s = tokens.shape[1] - num_response, tokens.shape[1]
+  out = model.apply({"params": params}, tokens, mask, head_span=(p - 1, s - 1))
+  return out.get("logits"), out.get("scalar")
 
 
 def token_logp(logits, tokens):
