@@ -102,6 +102,31 @@ def measure_matmul_peak(dtype=jnp.float32, n=2048, repeats=10):
   return 2 * n**3 / best
 
 
+def measure_read_bandwidth(nbytes=256 << 20, repeats=10):
+  """Bytes/s a jitted sum reads from a float32 buffer of `nbytes` (far above the caches).
+
+  The best of `repeats`, as for the matmul peak: the sampler's physical limit per decode
+  step is the bytes it must read (weights + the KV cache's valid slots) over this.
+  """
+  x = jnp.ones((nbytes // 4,), jnp.float32)  # [n]
+  total = jax.jit(jnp.sum)
+  best = min(time_fn(total, x, warmup=2, iters=repeats))
+  return x.size * 4 / best
+
+
+def decode_bytes_per_step(cfg, params, batch: int, context: float) -> float:
+  """The least a decode step reads: every weight once (a tied embedding as the LM head;
+  a learned position table is a lookup, left out) and the keys and values of `context`
+  earlier tokens per row, at the params' and the compute dtype's sizes."""
+  weights = sum(x.size * x.dtype.itemsize for name, sub in params.items()
+                if name != "pos_embedding" for x in jax.tree.leaves(sub))
+  from hh_jax.model import transformer  # pylint: disable=g-import-not-at-top
+  n_kv = transformer.kv_heads(cfg)
+  itemsize = jnp.dtype(cfg.dtype).itemsize
+  kv = 2 * cfg.n_layers * batch * n_kv * cfg.head_dim * context * itemsize
+  return float(weights + kv)
+
+
 def peer_python(peer="gpt2"):
   """The peer venv's python, or None when its `make` target has not run."""
   python = PEERS[peer].venv / "bin" / "python"

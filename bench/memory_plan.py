@@ -181,7 +181,7 @@ def _lower_ppo(c, mesh):
   shapes = {"tokens": ((b, s), jnp.int32), "mask": ((b, s), jnp.int32),
             "response": ((b, t), jnp.int32), "response_mask": ((b, t), jnp.int32),
             "scores": ((b,), jnp.float32)}
-  shapes.update({k: ((b, t), jnp.float32) for k in ("logp", "ref_logp", "values", "entropy")})
+  shapes.update({k: ((b, t), jnp.float32) for k in ("ref_logp", "sampler_logp")})
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=mesh_lib.batch_sharding(mesh, len(shape)))
            for k, (shape, dtype) in shapes.items()}
   assert set(batch) == set(ppo_stage.BATCH_KEYS)

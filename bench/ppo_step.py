@@ -4,12 +4,13 @@
 
 Policy, reference, value and PM are each the rung's model, randomly initialized, f32; no
 stop token, so every row makes `new_tokens` tokens. One iteration is what the PPO stage
-runs per iteration: the rollout program (KV-cache sampling, then the policy, reference,
-value and PM forwards: `hh_jax.rl.rollout`) and the update program (`hh_jax.train.ppo`,
-1 epoch, 1 minibatch). Prints one JSON object:
+runs per iteration: the rollout program (KV-cache sampling, then the reference and PM
+forwards: `hh_jax.rl.rollout`) and the update program (`hh_jax.train.ppo`, 1 epoch, 1
+minibatch: the policy's and value's forwards, whose outputs are also the old log-probs and
+values, and their backwards). Prints one JSON object:
   iteration_s   the two programs back to back, median over rounds
   rollout_s     the sampler alone (prefill + decode loop), median
-  score_s       the four forwards alone on the sampled responses, median
+  score_s       the rollout's forwards (reference, PM) alone on the sampled responses
   update_s      the update alone, and its MFU against a matmul peak measured in this run
   tunix         Google Tunix's PPOLearner at the same shape (bench/peers/tunix_peer.py),
                 its iterations alternating with ours one by one; `speedup_vs_tunix`.
@@ -75,13 +76,13 @@ def main():
   tx, vtx = optax.adamw(1e-6), optax.adamw(1e-6)
 
   cpu_layout = sampling.decode_layout_for(mesh_lib.one_device_mesh(), params)
-  rollout = jax.jit(rollout_lib.make_rollout(nets, scoring, settings, cpu_layout=cpu_layout),
-                    donate_argnums=(7,))
+  rollout = jax.jit(rollout_lib.make_rollout(nets, scoring, settings, cpu_layout=cpu_layout,
+                                             policy_forwards=False), donate_argnums=(7,))
   sample = jax.jit(functools.partial(sampling.sample, policy, settings=settings,
                                      cpu_layout=cpu_layout), donate_argnums=(3,))
   evaluate = jax.jit(functools.partial(rollout_lib.evaluate, policy_model=policy,
                                        ref_model=policy, value_model=scalar, pm_model=scalar,
-                                       scoring=scoring))
+                                       scoring=scoring, policy_forwards=False))
   update = jax.jit(ppo.make_update(policy, scalar, pcfg), donate_argnums=(0,))
   copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731  (the update donates its state)
   state = {"s": ppo.init_state(copy(params), copy(value), tx, vtx, 0.001, 0),
@@ -114,6 +115,7 @@ def main():
                                    response=resp, response_mask=rmask)
   score_fn = lambda: run_forwards()["scores"]  # noqa: E731
   batch = {k: v for k, v in jax.device_get(run_forwards()).items() if k in ppo_stage.BATCH_KEYS}
+  batch["sampler_logp"] = np.zeros((b, t), np.float32)  # what the rollout's batch holds
 
   def update_only():
     state["s"], m = update(state["s"], batch)

@@ -17,6 +17,10 @@ Two batch sizes by default because they are two regimes: at 8 rows a decode step
 matrix-vector product per weight (memory- and kernel-bound: every weight is read for 8
 tokens), at 64 rows (PPO and rejection-sampling rollouts run 32-512) it is a small GEMM.
 The naive loop runs only up to `--naive_max_batch` rows (at 64 it takes minutes).
+
+`share_of_bandwidth_limit`: ours against the physical limit measured in the same run, the
+bytes a decode step must read (every weight once, the KV cache's valid slots at the mean
+context) over the read bandwidth of a jitted sum (`harness.measure_read_bandwidth`).
 """
 import argparse
 import functools
@@ -96,6 +100,16 @@ def run(args, batch: int):
       "cached_tokens_per_s": cached_tps, "cached_call_s": harness.median(cached),
       "cached_first_call_s": cached_first,
   }
+  # The physical limit in the same run: the bytes a decode step must read over the
+  # measured read bandwidth (the mean context over the decode: prompt + half the reply).
+  bandwidth = harness.measure_read_bandwidth()
+  step_bytes = harness.decode_bytes_per_step(cfg, params, batch,
+                                             args.prompt_len + args.new_tokens / 2)
+  limit_tps = batch * bandwidth / step_bytes
+  result.update({"read_bandwidth_gb_per_s": bandwidth / 1e9,
+                 "bytes_per_decode_step": step_bytes,
+                 "bandwidth_limit_tokens_per_s": limit_tps,
+                 "share_of_bandwidth_limit": cached_tps / limit_tps})
   if batch <= args.naive_max_batch:
     # Naive: the same loop, no cache; compiled ahead so only the run is timed.
     mask = np.ones_like(prompts)

@@ -105,3 +105,22 @@ def test_peer_key_keeps_the_gpt2_names(harness):
   assert harness.peer_key("gpt2", "tuned", ("default", "tuned")) == "tuned"
   assert harness.peer_key("tunix", "tuned", ("tuned",)) == "tunix"
   assert harness.peer_key("tunix", "default", ("default", "tuned")) == "tunix_default"
+
+
+def test_decode_bytes_per_step_counts_weights_once_and_valid_kv(harness):
+  """The sampler's physical limit reads every weight once (the tied embedding as the LM
+  head, not the learned position table) and keys + values of the context per row."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from configs import models  # pylint: disable=g-import-not-at-top
+  from hh_jax.model import transformer  # pylint: disable=g-import-not-at-top
+  cfg = models.get("test")
+  model = transformer.Transformer(cfg)
+  params = nn.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                      jnp.zeros((1, 8), jnp.int32)))["params"])
+  pos = cfg.max_len * cfg.d_model * 4 if cfg.pos_embedding == "learned" else 0
+  weights = sum(x.size * 4 for x in jax.tree.leaves(params)) - pos
+  kv = 2 * cfg.n_layers * 3 * transformer.kv_heads(cfg) * cfg.head_dim * 10.5 * 4
+  assert harness.decode_bytes_per_step(cfg, params, 3, 10.5) == pytest.approx(weights + kv)
+  assert harness.measure_read_bandwidth(nbytes=1 << 20, repeats=2) > 0

@@ -3,7 +3,9 @@ rollout, sharded vs one-device updates, token-space reward vs the text scorer, a
 stage end to end (load_lm and chat read its workdir; SIGKILL and rerun changes nothing)."""
 import io
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,6 +198,35 @@ def test_update_improves_the_surrogate(nets):
   before = even(state.params)
   state, _ = update(state, batch)
   assert even(state.params) > before
+
+
+@pytest.mark.parametrize("epochs,num_mb", [(2, 1), (1, 2)])
+def test_update_computing_old_logp_equals_the_rollouts(nets, epochs, num_mb):
+  """The update on a batch without logp/values (its first step's forward gives them, or a
+  forward pass first with several minibatches) moves the params as the update on the
+  rollout's own logp/values does, and reports the same metrics."""
+  cfg, policy, value, p, v = nets
+  out = _rollout(nets, _prompts(8, [9, 4, 6, 9, 2, 7, 9, 5], cfg.vocab_size, seed=4), 16, 8,
+                 tuple(range(6, 20)))
+  full = {**_batch(out), **{k: out[k] for k in ("logp", "values", "entropy")}}
+  full["scores"] = jnp.where(full["response"][:, 0] % 2 == 0, 1.0, -1.0)
+  lean = {k: full[k] for k in ppo_stage.BATCH_KEYS}
+  assert "logp" not in lean and "values" not in lean
+  tx = optax.sgd(0.05)  # plain SGD: Adam's g/√v would magnify ulp-level differences
+  update = jax.jit(ppo.make_update(policy, value, _ppo_cfg(epochs=epochs,
+                                                           num_minibatches=num_mb)))
+  got = [update(ppo.init_state(p, v, tx, tx, 0.05, 0), b) for b in (full, lean)]
+  (sa, ma), (sb, mb) = jax.device_get(got)
+  moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(sa.params),
+                                                         jax.tree.leaves(p)))
+  assert moved > 1e-3
+  for a, b in ((sa.params, sb.params), (sa.value_params, sb.value_params)):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5), a, b)
+  for k in ma:
+    np.testing.assert_allclose(ma[k], mb[k], atol=1e-4, rtol=1e-4, err_msg=k)
+  assert float(mb["rollout/sampler_logp_gap"]) < 1e-4
+  if num_mb == 1:  # the old log-probs are the first step's own: its ratio is exactly 1
+    assert float(mb["policy/ratio_maxdev_first"]) == 0.0
 
 
 def test_nonfinite_minibatch_updates_are_skipped_and_counted(nets):
@@ -419,7 +450,9 @@ def test_stage_runs_and_policy_loads_like_an_lm(runs):
             "sqrt_kl_r2"):
     assert k in result, k
   assert "objective/pm_stopped" in rows[0] and "objective/stop_rate" in rows[0]
-  assert result["num_prompts"] == 16 and result["kl_initial"] == 0.0
+  # The evaluation's KL reads the sampler's log-probs (the stage's rollout leaves the policy
+  # forward to the update): the initial policy is its reference to float32 rounding.
+  assert result["num_prompts"] == 16 and abs(result["kl_initial"]) < 1e-5
   # Prompts kept whole within the PM's seq_len (96) minus the reply (8); turns lost, counted.
   assert result["prompts"]["budget"] == 88 and result["prompts"]["pool"] == 64
   assert result["prompts"]["pool_shortened"] > 0
@@ -556,3 +589,57 @@ def test_stage_adds_fewshot_prompts_written_by_the_lm(runs, tmp_path):
   assert len(texts) == len(ids) and 0 < len(extra) <= 6
   assert all(t.startswith("\n\nHuman: ") and t.endswith("\n\nAssistant:") for t in extra)
 
+
+
+class _CacheMisses(logging.Handler):
+  """The module names of the XLA compiles that JAX's persistent cache missed (its DEBUG log)."""
+
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.names: list[str] = []
+
+  def emit(self, record):
+    msg = record.getMessage()
+    if msg.startswith("PERSISTENT COMPILATION CACHE MISS for '"):
+      self.names.append(msg.split("'")[1])
+
+
+def test_second_ppo_stage_compiles_no_new_program(runs, tmp_path):
+  """A second PPO stage (the online loop's next iteration: another PM, so other reward
+  stats and value init, another KL start) reuses the first stage's compiled rollout and
+  update from the persistent cache: every per-stage number is a traced argument."""
+  _, dirs = runs
+  pm2 = str(tmp_path / "pm2")
+  shutil.copytree(dirs["pm"], pm2)
+  stats_path = os.path.join(pm2, "reward_stats.json")
+  with open(stats_path) as f:
+    stats = json.load(f)
+  with open(stats_path, "w") as f:
+    json.dump({**stats, "mean": stats["mean"] + 0.75, "std": stats["std"] * 2.5}, f)
+  # A cache of this test's own, writing every program however fast it compiled.
+  saved = {k: getattr(jax.config, k) for k in (
+      "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+  compilation_cache.reset_cache()
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  misses = _CacheMisses()
+  logger = logging.getLogger("jax._src.compiler")
+  level = logger.level
+  logger.setLevel(logging.DEBUG)
+  logger.addHandler(misses)
+  try:
+    main.run(_ppo(dirs, total_steps=2), str(tmp_path / "first"))
+    first = list(misses.names)
+    misses.names.clear()
+    c = _ppo(dirs, total_steps=2)
+    c.pm.workdir = pm2
+    c.ppo.kl_coef = 0.25
+    main.run(c, str(tmp_path / "second"))
+  finally:
+    logger.removeHandler(misses)
+    logger.setLevel(level)
+    compilation_cache.reset_cache()
+    for k, v in saved.items():
+      jax.config.update(k, v)
+  assert {"jit_rollout", "jit_update"} <= set(first), first  # the log names what compiled
+  assert misses.names == [], misses.names  # nothing at all: rollout, update, state init, eval

@@ -585,12 +585,15 @@ class Transformer(nn.Module):
       new_v.append(v)
     return x, (tuple(new_k), tuple(new_v))
 
-  def __call__(self, tokens, mask=None, cache=None, last_only=False):
+  def __call__(self, tokens, mask=None, cache=None, last_only=False, head_span=None):
     """tokens, mask: [batch, seq] int; mask is 1 on real tokens (default: all real).
 
     cache: a KV cache from `init_cache` holding the tokens before these; they are appended
     at `cache["index"]` and the updated cache comes back as `out["cache"]`. last_only:
     heads on the last position only ([batch, 1, ...]), all a sampler needs after a prefill.
+    head_span: (start, stop), static: heads (and `hidden`) on those positions only
+    ([batch, stop - start, ...]): PPO reads the LM head on the response alone, and the
+    vocab-wide GEMM and its gradient skip the prompt.
     """
     cfg = self.cfg
     dtype = compute_dtype(cfg.dtype)
@@ -621,6 +624,8 @@ class Transformer(nn.Module):
         x, _ = layer(x, bias, positions, None)
     if last_only:
       x = x[:, -1:]
+    elif head_span is not None:
+      x = x[:, head_span[0]:head_span[1]]
     h = self.ln_f(x)  # [batch, seq, embed]
     out = {"hidden": h}
     if cache is not None:

@@ -28,7 +28,8 @@ ROLLOUT_KEYS = ("scores", "pm_score", "stopped", "logp", "ref_logp", "response_m
 
 def rollouts(setup, params, value_params, ids: Sequence[Sequence[int]], key) -> dict:
   """Rollouts of `params` on `ids` in rollout-sized batches: host dict of [n, ...] arrays
-  (ROLLOUT_KEYS), plus kl [n] (k1 per reply) and texts [n]."""
+  (ROLLOUT_KEYS), plus kl [n] (k1 per reply, from the sampler's log-probs: the stage's
+  rollout runs no policy forward) and texts [n]."""
   bs = setup.config.ppo.batch_size
   parts, texts = {k: [] for k in ROLLOUT_KEYS}, []
   for b, lo in enumerate(range(0, len(ids), bs)):

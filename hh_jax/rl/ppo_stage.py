@@ -2,9 +2,10 @@
 
 `python -m hh_jax.main --config=configs/ppo.py:init=POLICY_RUN,pm=PM_RUN --workdir=DIR`
 
-Each iteration is two compiled programs: the rollout (sampling, then the policy,
-reference, value and PM forwards: `hh_jax.rl.rollout`) and the update (rewards, GAE,
-epochs × minibatches of clipped PPO: `hh_jax.train.ppo`). The policy is checkpointed at
+Each iteration is two compiled programs: the rollout (sampling, then the reference's and
+PM's forwards: `hh_jax.rl.rollout`) and the update (the policy's and value's forwards,
+which its first gradient step shares with one minibatch, rewards, GAE, epochs × minibatches
+of clipped PPO: `hh_jax.train.ppo`). The policy is checkpointed at
 `state.params` exactly as an LM run stores it, and config.json carries its model, so
 `load_lm`, chat, rejection sampling and the next online iteration read a PPO workdir as
 they read an LM one. The value params, both optimizer states, the KL controller, the RNG
@@ -49,8 +50,9 @@ from hh_jax.train import runner
 from hh_jax.train import state as state_lib
 
 VALUE_KINDS = ("pm", "shared")
-BATCH_KEYS = ("tokens", "mask", "response", "response_mask", "logp", "ref_logp", "values",
-              "scores", "entropy")
+# No logp/values: the update computes the old log-probs and values by its own forward.
+BATCH_KEYS = ("tokens", "mask", "response", "response_mask", "ref_logp", "scores",
+              "sampler_logp")
 
 
 def _with_heads(cfg, heads) -> ml_collections.ConfigDict:
@@ -225,18 +227,22 @@ class Setup:
                                                jnp.zeros((1, 8), jnp.int32))["params"])
       params = {**params, "scalar_head": fresh["scalar_head"]}
     value_params = {} if c.ppo.value == "shared" else self.pm.value_init()
-    make = lambda p, v: ppo.init_state(p, v, self.tx, self.value_tx,  # noqa: E731
-                                       c.ppo.kl_coef, c.seed)
+    # The KL start and the seed are arguments, not constants: the next stage (another
+    # iteration of the online loop) reuses this program from the persistent cache.
+    make = lambda p, v, kl, seed: ppo.init_state(p, v, self.tx, self.value_tx,  # noqa: E731
+                                                 kl, seed)
     with mesh_lib.activate(self.mesh):
       # Copies, not aliases: the update donates the state, the reference and PM stay.
       return jax.jit(make, out_shardings=self.shardings)(
-          jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, value_params))
+          jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, value_params),
+          jnp.float32(c.ppo.kl_coef), jnp.int32(c.seed))
 
   def rollout_fn(self, with_test_pm: bool = False):
     key = bool(with_test_pm)
     if key not in self._rollouts:
       layout = sampling.decode_layout_for(self.mesh, self.ref_params)
-      fn = rollout_lib.make_rollout(self.models, self.scoring, self.settings, cpu_layout=layout)
+      fn = rollout_lib.make_rollout(self.models, self.scoring, self.settings, cpu_layout=layout,
+                                    policy_forwards=False)
       self._rollouts[key] = jax.jit(fn, donate_argnums=(7,))
     return self._rollouts[key]
 
@@ -363,14 +369,10 @@ def mean_where(x, keep) -> float:
 def iteration_metrics(out, contexts, setup, is_synthetic) -> dict:
   """Host-side metrics of one rollout: the PM score of the replies that stopped and the stop
   rate apart (`objective/scores`, the reward, mixes the two), gold on the synthetic task,
-  the sampler's logp gap."""
-  host = jax.device_get({k: out[k] for k in ("stopped", "logp", "sampler_logp",
-                                               "response_mask", "pm_raw", "pm_score")})
-  m = host["response_mask"].astype(bool)
+  the sampler's logp gap comes with the update's metrics."""
+  host = jax.device_get({k: out[k] for k in ("stopped", "pm_raw", "pm_score")})
   row = {"objective/stop_rate": float(np.mean(host["stopped"])),
          "objective/pm_stopped": mean_where(host["pm_score"], host["stopped"]),
-         "rollout/sampler_logp_gap": float(np.max(np.abs(host["logp"] - host["sampler_logp"])[m],
-                                                  initial=0.0)),
          "objective/pm_raw": float(np.mean(host["pm_raw"]))}
   texts = setup.texts(out)
   gold = labelers.GoldScorer().score(contexts, texts) if is_synthetic else None

@@ -15,7 +15,10 @@ constants in it, so a run against another PM reuses the compiled rollout.
 The old log-probs are recomputed by the same forward the loss uses, at temperature 1 with
 no filter: the distribution actually sampled, so the first ratio of an update is 1. The
 sampler's own log-probs come back too (`sampler_logp`); their gap to the recomputed ones
-is a check that sampling and training agree.
+is a check that sampling and training agree. With `policy_forwards=False` (the PPO stage's
+choice) the rollout leaves the policy's and value's forwards to the update, whose first
+gradient step runs them anyway (`ppo.make_update` on a batch without `logp`/`values`):
+then `logp` is the sampler's (what the evaluation's KL reads) and the update reports the gap.
 """
 from __future__ import annotations
 
@@ -94,45 +97,55 @@ def lm_params(params):
 
 def evaluate(*, policy_model, ref_model, value_model, pm_model, scoring: Scoring, params,
              ref_params, value_params, pm_params, pm_stats, prompt, prompt_mask, response,
-             response_mask):
-  """Every forward of a rollout on given responses (what `rollout` runs after sampling)."""
+             response_mask, policy_forwards: bool = True):
+  """Every forward of a rollout on given responses (what `rollout` runs after sampling).
+
+  policy_forwards=False: the reference and the PM only (no logp, values, entropy): the
+  update computes the policy's and value's forwards itself.
+  """
   t = response.shape[1]
   tokens = jnp.concatenate([prompt, response], 1)  # [batch, P + T]
   mask = jnp.concatenate([prompt_mask, response_mask], 1).astype(jnp.int32)
-  logits, shared_values = ppo.response_logits(policy_model, params, tokens, mask, t)
-  logp = ppo.token_logp(logits, response)  # [batch, T]
+  m = response_mask.astype(jnp.float32)
+  out = {}
+  if policy_forwards:
+    logits, shared_values = ppo.response_logits(policy_model, params, tokens, mask, t)
+    logp = ppo.token_logp(logits, response)  # [batch, T]
+    if value_model is None:
+      values = shared_values
+    else:
+      _, values = ppo.response_logits(value_model, value_params, tokens, mask, t)
+    out = {"logp": logp * m, "values": values * m, "entropy": ppo.entropy(logits) * m}
   ref_logits, _ = ppo.response_logits(ref_model, ref_params, tokens, mask, t)
   ref_logp = ppo.token_logp(ref_logits, response)
-  if value_model is None:
-    values = shared_values
-  else:
-    _, values = ppo.response_logits(value_model, value_params, tokens, mask, t)
   scores, raw, norm, stopped = pm_scores(pm_model, pm_params, pm_stats, prompt, prompt_mask,
                                          response, response_mask, scoring)
-  m = response_mask.astype(jnp.float32)
-  return {"tokens": tokens, "mask": mask, "response": response,
+  return {**out, "tokens": tokens, "mask": mask, "response": response,
           "response_mask": response_mask.astype(jnp.int32),
-          "logp": logp * m, "ref_logp": ref_logp * m, "values": values * m,
-          "entropy": ppo.entropy(logits) * m, "scores": scores, "pm_raw": raw,
+          "ref_logp": ref_logp * m, "scores": scores, "pm_raw": raw,
           "pm_score": norm, "stopped": stopped}
 
 
 def rollout(params, ref_params, value_params, pm_params, pm_stats, prompt, prompt_mask, cache,
             key, *, sample_model, settings: sampling.Settings, cpu_layout: bool = False,
-            **models):
+            policy_forwards: bool = True, **models):
   """Sample responses [batch, T] to left-padded prompts [batch, P], then `evaluate` them.
 
   pm_stats: `pm_stats(mean, std)` of the PM, float32 [2].
   cache: an empty KV cache for P + T tokens (donated; it comes back for the next call).
   cpu_layout: `sampling.sample`'s (`sampling.decode_layout_for(mesh, params)`).
+  policy_forwards: `evaluate`'s; without them `logp` is the sampler's log-probs.
   Returns (batch for `ppo.make_update`'s update, plus sampler_logp, lengths; cache).
   """
   samples, cache = sampling.sample(sample_model, lm_params(params), prompt, prompt_mask, cache,
                                    key, settings, cpu_layout=cpu_layout)
   out = evaluate(params=params, ref_params=ref_params, value_params=value_params,
                  pm_params=pm_params, pm_stats=pm_stats, prompt=prompt, prompt_mask=prompt_mask,
-                 response=samples["tokens"], response_mask=samples["mask"], **models)
+                 response=samples["tokens"], response_mask=samples["mask"],
+                 policy_forwards=policy_forwards, **models)
   out["sampler_logp"] = samples["logprobs"]
+  if not policy_forwards:  # what the evaluation's KL reads: the sampled distribution's
+    out["logp"] = samples["logprobs"] * samples["mask"].astype(jnp.float32)
   out["lengths"] = samples["lengths"]
   return out, cache
 
@@ -161,11 +174,11 @@ def _with_heads(cfg, heads):
 
 
 def make_rollout(models: Models, scoring: Scoring, settings: sampling.Settings, *,
-                 cpu_layout: bool = False):
+                 cpu_layout: bool = False, policy_forwards: bool = True):
   """The rollout as a function of (params, ref_params, value_params, pm_params, pm_stats,
   prompt, prompt_mask, cache, key), for jit (donate the cache: argument 7)."""
   return functools.partial(rollout, sample_model=models.sample, settings=settings,
-                           cpu_layout=cpu_layout,
+                           cpu_layout=cpu_layout, policy_forwards=policy_forwards,
                            policy_model=models.policy, ref_model=models.ref,
                            value_model=models.value, pm_model=models.pm, scoring=scoring)
 

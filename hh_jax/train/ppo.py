@@ -129,11 +129,9 @@ def response_logits(model, params, tokens, mask, num_response: int):
 
   Returns (logits [batch, T, vocab] or None, scalar [batch, T] or None).
   """
-  out = model.apply({"params": params}, tokens, mask)
-  p = tokens.shape[1] - num_response
-  logits = out["logits"][:, p - 1:-1] if "logits" in out else None
-  scalar = out["scalar"][:, p - 1:-1] if "scalar" in out else None
-  return logits, scalar
+  p, s = tokens.shape[1] - num_response, tokens.shape[1]
+  out = model.apply({"params": params}, tokens, mask, head_span=(p - 1, s - 1))
+  return out.get("logits"), out.get("scalar")
 
 
 def token_logp(logits, tokens):
@@ -210,39 +208,49 @@ def make_update(policy_model, value_model, ppo_cfg):
   the value shares the trunk) and of the value model (scalar head; None when shared).
   ppo_cfg: gamma, lam, clip, value_clip, vf_coef, epochs, num_minibatches, entropy_coef,
   kl_target, kl_horizon (see configs/ppo.py).
+
+  The old log-probs and values are the batch's `logp` / `values` when it has them (a
+  rollout that ran the policy's and value's forwards). Without them the update computes
+  them at the state's params: with one minibatch, the first gradient step's own forward
+  gives them (stop-gradient), so each network runs forward once per iteration, not twice,
+  and the first ratio is exactly 1; with several, one forward pass over the batch first.
+  A batch with `sampler_logp` also gets `rollout/sampler_logp_gap` (max |π_old − sampler|).
   """
   shared = value_model is None
   clip, vclip = float(ppo_cfg.clip), float(ppo_cfg.value_clip)
   epochs, num_mb = int(ppo_cfg.epochs), int(ppo_cfg.num_minibatches)
   ent_coef, vf_coef = float(ppo_cfg.entropy_coef), float(ppo_cfg.vf_coef)
 
-  def losses(params, value_params, mb):
-    t = mb["response"].shape[1]
-    logits, scalar = response_logits(policy_model, params, mb["tokens"], mb["mask"], t)
-    logp = token_logp(logits, mb["response"])
+  def forwards(params, value_params, b):
+    """(logits [batch, T, vocab], logp [batch, T], values [batch, T]) of the response."""
+    t = b["response"].shape[1]
+    logits, scalar = response_logits(policy_model, params, b["tokens"], b["mask"], t)
+    if not shared:
+      _, scalar = response_logits(value_model, value_params, b["tokens"], b["mask"], t)
+    return logits, token_logp(logits, b["response"]), scalar
+
+  def objective(logits, logp, values, mb):
+    """(total loss, (policy loss, value loss, stats)); the value term is in the total
+    whether the value shares the trunk or not (its own params then get its gradient)."""
     pg, stats = policy_loss(logp, mb["logp"], mb["advantages"], mb["response_mask"], clip)
-    if shared:
-      values = scalar
-    else:
-      _, values = response_logits(value_model, value_params, mb["tokens"], mb["mask"], t)
     vf, vstats = value_loss(values, mb["values"], mb["returns"], mb["response_mask"], vclip)
     loss = pg
     if ent_coef:
       loss = loss - ent_coef * masked_mean(entropy(logits), mb["response_mask"])
-    if shared:
-      loss = loss + vf_coef * vf
-    return loss, (pg, vf, {**stats, **vstats})
+    return loss + vf_coef * vf, (pg, vf, {**stats, **vstats})
 
-  def mb_step(state, mb):
+  def losses(params, value_params, mb):
+    return objective(*forwards(params, value_params, mb), mb)
+
+  def step(state, loss_fn):
+    """One optimizer step on loss_fn(params, value_params) -> (loss, (pg, vf, stats, *extra))."""
     if shared:
-      grad_fn = jax.grad(lambda p: losses(p, None, mb), has_aux=True)
-      grads, (pg, vf, stats) = grad_fn(state.params)
+      grads, aux = jax.grad(lambda p: loss_fn(p, None), has_aux=True)(state.params)
       vgrads = None
     else:
-      grad_fn = jax.grad(
-          lambda p, v: (lambda l, aux: (l + vf_coef * aux[1], aux))(*losses(p, v, mb)),
-          argnums=(0, 1), has_aux=True)
-      (grads, vgrads), (pg, vf, stats) = grad_fn(state.params, state.value_params)
+      (grads, vgrads), aux = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
+          state.params, state.value_params)
+    pg, vf, stats = aux[:3]
     old = state
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     state = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
@@ -259,20 +267,57 @@ def make_update(policy_model, value_model, ppo_cfg):
     stats = {**stats, "loss/policy_avg": pg, "loss/value_avg": vf,
              "policy/grad_norm": optax.global_norm(grads),
              "nonfinite_steps": 1.0 - ok.astype(jnp.float32)}
+    return state, stats, aux[3:]
+
+  def mb_step(state, mb):
+    state, stats, _ = step(state, lambda p, v: losses(p, v, mb))
     return state, stats
 
-  def update(state, batch):
-    mask = batch["response_mask"]
-    kl_k1, kl_k3 = kl_estimates(batch["logp"], batch["ref_logp"], mask)  # [batch]
-    data = minibatch_data(batch, state.kl_coef, gamma=ppo_cfg.gamma, lam=ppo_cfg.lam)
-    returns = data["returns"]
-    key = jax.random.fold_in(state.rng, state.step)
+  def old_of(logits, logp, values, mask):
+    """The rollout-side quantities of a forward at the state's params, gradient-free."""
+    m = mask.astype(jnp.float32)
+    sg = jax.lax.stop_gradient
+    return {"logp": sg(logp) * m, "values": sg(values) * m, "entropy": sg(entropy(logits)) * m}
 
+  def first_losses(params, value_params, batch, kl_coef):
+    """The first step of a one-minibatch update: its forward also gives the old log-probs
+    and values the advantages are computed from (constants to the gradient)."""
+    logits, logp, values = forwards(params, value_params, batch)
+    old = old_of(logits, logp, values, batch["response_mask"])
+    data = minibatch_data({**batch, **old}, kl_coef, gamma=ppo_cfg.gamma, lam=ppo_cfg.lam)
+    loss, (pg, vf, stats) = objective(logits, logp, values, data)
+    return loss, (pg, vf, stats, data, old)
+
+  def epochs_from(state, data, key, first: int):
     def epoch(state, e):
       mbs = _minibatches(data, jax.random.fold_in(key, e), num_mb)
       return jax.lax.scan(mb_step, state, mbs)
+    return jax.lax.scan(epoch, state, jnp.arange(first, epochs))  # leaves [epochs - first, mb]
 
-    new_state, stats = jax.lax.scan(epoch, state, jnp.arange(epochs))  # leaves [epochs, mb]
+  def update(state, batch):
+    mask = batch["response_mask"]
+    key = jax.random.fold_in(state.rng, state.step)
+    if "logp" in batch:
+      old = {k: batch[k] for k in ("logp", "values", "entropy") if k in batch}
+    elif num_mb == 1:
+      state_in = state
+      state, stats0, (data, old) = step(
+          state, lambda p, v: first_losses(p, v, batch, state_in.kl_coef))
+      stats0 = jax.tree.map(lambda x: x[None, None], stats0)  # [1, 1]
+      if epochs > 1:
+        state, rest = epochs_from(state, data, key, 1)
+        stats0 = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), stats0, rest)
+      return finish(state_in, state, batch, old, data, stats0)
+    else:
+      old = old_of(*forwards(state.params, state.value_params, batch), mask)
+    data = minibatch_data({**batch, **old}, state.kl_coef, gamma=ppo_cfg.gamma, lam=ppo_cfg.lam)
+    new_state, stats = epochs_from(state, data, key, 0)
+    return finish(state, new_state, batch, old, data, stats)
+
+  def finish(state, new_state, batch, old, data, stats):
+    """The new state's step and KL coefficient, and the iteration's metrics."""
+    mask = batch["response_mask"]
+    kl_k1, kl_k3 = kl_estimates(old["logp"], batch["ref_logp"], mask)  # [batch]
     first = jax.tree.map(lambda x: x[0, 0], stats)  # the first minibatch of the first epoch
     skipped = jnp.sum(stats["nonfinite_steps"])  # minibatch updates skipped, a count
     stats = {**jax.tree.map(jnp.mean, stats), "nonfinite_steps": skipped}
@@ -288,12 +333,15 @@ def make_update(policy_model, value_model, ppo_cfg):
         "objective/kl_coef": state.kl_coef,
         "policy/approxkl_first": first["policy/approxkl_avg"],
         "policy/ratio_maxdev_first": first["policy/ratio_maxdev"],
-        "val/returns_avg": masked_mean(returns, mask),
-        "val/values_avg": masked_mean(batch["values"], mask),
+        "val/returns_avg": masked_mean(data["returns"], mask),
+        "val/values_avg": masked_mean(old["values"], mask),
         "response_length": jnp.mean(jnp.sum(mask, -1).astype(jnp.float32)),
     }
-    if "entropy" in batch:
-      metrics["objective/entropy"] = jnp.mean(jnp.sum(batch["entropy"] * mask, -1))
+    if "entropy" in old:
+      metrics["objective/entropy"] = jnp.mean(jnp.sum(old["entropy"] * mask, -1))
+    if "sampler_logp" in batch:
+      gap = jnp.abs(old["logp"] - batch["sampler_logp"]) * mask.astype(jnp.float32)
+      metrics["rollout/sampler_logp_gap"] = jnp.max(gap)
     return new_state, metrics
 
   return update
