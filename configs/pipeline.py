@@ -79,6 +79,11 @@ def get_config(arg=None):
     for ppo in (c.ppo, c.online.ppo_stage):
       ppo.train.total_steps = 60
       ppo.optim.learning_rate = 5e-5
+    # The online iterations' PPO at twice that: from the 500-step LM's better initial policy,
+    # 5e-5 moved them ~2.5 nats and the three RLHF policies ended within the noise of each
+    # other (online_2 below online_1); at 1e-4 (KL ~5-6.6) each beats the one before at
+    # p < 0.05 (docs/pipeline.md, runs F and F2).
+    c.online.ppo_stage.optim.learning_rate = 1e-4
     # Online PMs: two epochs over 1,000 replayed synthetic pairs + every online comparison,
     # labeled with less noise than the default (0.5 flips 27% of the pairs at |Δgold| = 0.5,
     # 0.25 flips 12%, 0.1 flips 0.7%; at |Δgold| = 0.25: 38%, 27%, 8%).
