@@ -4,6 +4,7 @@ unbatched forward and compiles per bucket only, and evaluate / the CLI run end t
 random-init test LM."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 
@@ -169,21 +170,25 @@ def test_paired_tax_on_hand_numbers():
 
 
 def test_recall_probe_has_500_distinct_items_outside_the_lm_corpus():
-  """The fact-recall probe: >= 500 distinct items, deterministic, the answer is the value
-  the dialogue stated and the other options are values of the same slot; items whose prompt
-  a training corpus holds are passed over and counted; a rigged scorer that copies the
-  stated value gets all of them, one that knows nothing gets chance."""
+  """The fact-recall probe: >= 500 distinct items, deterministic, every fact of the table
+  asked equally often, the answer is the table's value and the other options are values of
+  the same slot; items whose prompt a training corpus holds are passed over and counted; a
+  rigged scorer that knows the table gets all of them, one that knows nothing gets chance."""
   from hh_jax.data import fresh, synthetic  # pylint: disable=g-import-not-at-top
   items, excluded = cap.recall_probe(600, seed=0)
   assert len({it.context for it in items}) == 600 and excluded == 0
   assert items == cap.recall_probe(600, seed=0)[0]
   slots = {s.name: {v.lower() for v in s.values} for s in synthetic.FACT_SLOTS}
+  prefixes = {s.answer.format(person=p, value="").rstrip(". ").rstrip(): (p, s.name)
+              for s in synthetic.FACT_SLOTS for p in synthetic.PEOPLE}
+  asked = collections.Counter()
   for it in items:
-    first_turn = synthetic.words(it.context.split("\n\nAssistant:")[0])
-    values = [o.strip(" .").lower() for o in it.options]
-    assert values[it.answer] in first_turn
-    assert all(v not in first_turn for i, v in enumerate(values) if i != it.answer)
-    assert any(set(values) <= vs for vs in slots.values())
+    fact = prefixes[it.context.rsplit("\n\nAssistant: ", 1)[1]]
+    asked[fact] += 1
+    values = [o.strip(" .") for o in it.options]
+    assert values[it.answer] == synthetic.FACTS[fact] and len(set(values)) == 4
+    assert {v.lower() for v in values} <= slots[fact[1]]
+  assert set(asked) == set(synthetic.FACTS) and set(asked.values()) == {6}
   # the LM corpus's fact dialogues (what the LM stage records) are avoided
   corpus = {fresh.digest(p) for p in synthetic.fact_prompts(synthetic.lm_corpus(4000, 0))}
   avoid = corpus | {fresh.digest(cap.item_prompt(it)) for it in items[:50]}
@@ -191,11 +196,11 @@ def test_recall_probe_has_500_distinct_items_outside_the_lm_corpus():
   assert passed >= 50 and len(kept) == 600
   assert not {fresh.digest(cap.item_prompt(it)) for it in kept} & avoid
 
-  def copier(reqs):  # the option whose value the context states
-    return (np.asarray([float(o.strip(" .").lower() in synthetic.words(
-        c.split("\n\nAssistant:")[0])) for c, o in reqs]),
+  def knower(reqs):  # the option that is the table's value for the question asked
+    return (np.asarray([float(synthetic.FACTS[prefixes[c.rsplit("\n\nAssistant: ", 1)[1]]]
+                              == o.strip(" .")) for c, o in reqs]),
             np.zeros(len(reqs), bool))
-  assert cap.score_items(items, copier)["accuracy"] == 1.0
+  assert cap.score_items(items, knower)["accuracy"] == 1.0
   rng = np.random.default_rng(0)
   guess = cap.score_items(items, lambda reqs: (rng.normal(size=len(reqs)),
                                                np.zeros(len(reqs), bool)))

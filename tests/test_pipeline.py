@@ -204,6 +204,22 @@ def test_pm_table_marks_the_train_pm_and_subtracts_the_initial_policy():
   assert lines[4] == "| online_1 | -0.250 | **+4.000** |"
 
 
+def test_tiny_preset_sizes_its_evaluations_for_the_effects_they_resolve():
+  """The tiny preset's evaluation sets are sized for the effects docs/pipeline.md measured
+  (issue 20: size each evaluation for its effect, tune nothing else): the PPO stage's
+  gain of ~0.2 gold with a per-prompt paired sd of ~1.3 at 3 SEM, and an online PM's 0.65
+  told from chance (a Wilson half-width under 0.11) on the ~half of the drawn pairs that
+  are not gold ties."""
+  c = pipeline_config.get_config("tiny")
+  gain, paired_sd = 0.2, 1.3
+  assert gain / (paired_sd / np.sqrt(c.ppo.eval.num_prompts)) >= 3.0
+  o = c.online.online
+  held = 0.5 * o.prompts_per_iteration * o.test_fraction  # non-tied held-out pairs
+  assert 1.96 * np.sqrt(0.65 * 0.35 / held) < 0.11, held
+  from hh_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  assert c.lm.train.total_steps >= 500 and synthetic.FACT_SHARE >= 0.35  # recall 0.61 at 500
+
+
 def test_rerun_skips_finished_stages(piped, capsys):
   work, _ = piped
   main.run(_config(), work)

@@ -418,23 +418,28 @@ def prompts(num: int, seed: int, mixture: str = "mixed", harmful_share: float = 
 
 
 # ---------------------------------------------------------------------------------------
-# A skill RLHF is not paid for: recalling a fact stated earlier in the dialogue.
+# A skill RLHF is not paid for: recalling a fact the LM corpus taught (closed-book).
 #
 # The alignment tax is only measurable on a skill the reward neither pays for nor punishes.
-# A Human turn states a fact ("My dog's name is Biscuit."), later turns ask for it back, and
-# the Assistant recalls it. No word of these turns is a topic cue, a harm marker, a detail
-# word, a refusal phrase or an alternative (tests/data/test_synthetic.py checks), so the gold
-# labeler reads none of it, and every value is one word, so swapping the recalled fact never
-# changes a reply's length either. Only the LM corpus (and so distillation's) holds these
-# dialogues: comparisons, RL prompts and evaluation prompts (`prompt_stream`) do not.
+# The LM corpus holds a fixed table of facts about twenty people (`FACTS`: whose dog is called
+# what, where each grew up, ...), each asked and answered in dialogues of their own ("What is
+# Greta's dog called?" / "Greta's dog is called Biscuit."), so the LM can learn them the way
+# the paper's models learn trivia (its TriviaQA row). An earlier version stated the fact in
+# the same dialogue and asked it back; the tiny LM stayed at chance on that even with twice
+# the share and 1,000 steps (docs/pipeline.md), since copying a word from far back in the
+# context is a circuit a 2-layer model of this budget does not form. No word of these turns
+# is a topic cue, a harm marker, a detail word, a refusal phrase or an alternative
+# (tests/data/test_synthetic.py checks), so the gold labeler reads none of it, and every
+# value is one word, so swapping the recalled fact never changes a reply's length either.
+# Only the LM corpus (and so distillation's) holds these dialogues: comparisons, RL prompts
+# and evaluation prompts (`prompt_stream`) do not.
 
 
 @dataclasses.dataclass(frozen=True)
 class FactSlot:
   name: str
-  statement: str   # "My dog's name is {}."
-  question: str    # "What is my dog's name?"
-  answer: str      # "Your dog's name is {}." (the value last, then the full stop)
+  question: str    # "What is {person}'s dog called?"
+  answer: str      # "{person}'s dog is called {value}." (the value last, then the full stop)
   values: tuple[str, ...]
 
 
@@ -442,52 +447,57 @@ _PET_NAMES = ("Biscuit", "Max", "Luna", "Pepper", "Milo", "Daisy", "Rocky", "Coc
               "Oscar", "Ziggy", "Nala", "Buster", "Olive", "Toby", "Rosie", "Bruno", "Maple",
               "Scout", "Willow")
 FACT_SLOTS: tuple[FactSlot, ...] = (
-    FactSlot("dog", "My dog's name is {}.", "What is my dog's name?", "Your dog's name is {}.",
+    FactSlot("dog", "What is {person}'s dog called?", "{person}'s dog is called {value}.",
              _PET_NAMES),
-    FactSlot("cat", "My cat is called {}.", "What is my cat called?", "Your cat is called {}.",
+    FactSlot("cat", "What is the name of {person}'s cat?", "{person}'s cat is named {value}.",
              _PET_NAMES),
-    FactSlot("hometown", "I grew up in {}.", "Where did I grow up?", "You grew up in {}.",
+    FactSlot("hometown", "Where did {person} grow up?", "{person} grew up in {value}.",
              ("Lisbon", "Denver", "Osaka", "Dublin", "Nairobi", "Quebec", "Lima", "Oslo",
               "Perth", "Cairo", "Seoul", "Austin", "Vienna", "Hanoi", "Tucson", "Bergen",
               "Porto", "Accra", "Leeds", "Kyoto")),
-    FactSlot("color", "My favorite color is {}.", "What is my favorite color?",
-             "Your favorite color is {}.",
+    FactSlot("color", "What is {person}'s favorite color?", "{person}'s favorite color is {value}.",
              ("red", "blue", "green", "yellow", "purple", "orange", "teal", "pink", "brown",
               "gray", "black", "white", "silver", "navy", "maroon", "beige", "indigo",
               "violet", "cyan", "amber")),
-    FactSlot("number", "My lucky number is {}.", "What is my lucky number?",
-             "Your lucky number is {}.",
+    FactSlot("number", "What is {person}'s lucky number?", "{person}'s lucky number is {value}.",
              ("three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
               "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
               "nineteen", "twenty", "thirty", "forty")),
 )
-FACT_ACKS = ("Thanks for telling me.", "Good to know.", "Noted.", "I will remember that.",
-             "Nice, thanks for sharing.")
-RECALL_OPENERS = ("", "", "One more thing. ", "Quick check. ", "Do you remember? ", "Remind me. ")
-FACT_SHARE = 0.25  # of LM corpus dialogues
+PEOPLE = ("Alice", "Carla", "Dmitri", "Elena", "Felix", "Greta", "Hugo", "Irene", "Jonas",
+          "Karin", "Lukas", "Marta", "Nils", "Olga", "Pablo", "Rita", "Sven", "Tanya", "Umar",
+          "Vera")
+# (person, slot name) -> value: each slot's values dealt to the people by a seeded shuffle,
+# so every value is one person's answer (100 facts, each taught equally often).
+FACTS: dict[tuple[str, str], str] = {
+    (p, s.name): v for s in FACT_SLOTS
+    for p, v in zip(PEOPLE, random.Random(f"facts/{s.name}").sample(s.values, len(PEOPLE)))}
+RECALL_OPENERS = ("", "", "One more thing. ", "Quick check. ", "Do you know? ", "Tell me. ")
+FACT_SHARE = 0.35  # of LM corpus dialogues
 
 
 @dataclasses.dataclass(frozen=True)
 class Fact:
-  """A fact dialogue up to its recall: `prompt` ends with the Assistant marker after the
+  """A fact dialogue up to its answer: `prompt` ends with the Assistant marker after the
   question; the reply is `answer_prefix` + `value` + "."."""
   prompt: str
   slot: str
   value: str
-  answer_prefix: str  # "Your dog's name is" (the reply without its value and full stop)
+  answer_prefix: str  # "Greta's dog is called" (the reply without its value and full stop)
+  person: str
 
   def reply(self, value: str | None = None) -> str:
     """The Assistant's reply (with its leading space), recalling `value` (default: the fact)."""
     return f" {self.answer_prefix} {value or self.value}."
 
 
-def fact_dialogue(rng: random.Random, max_between: int = 2) -> Fact:
-  """A Human turn stating a fact, 0..max_between other turns (small talk or a request and
-  its reply), then a turn asking for the fact back."""
-  slot = rng.choice(FACT_SLOTS)
-  value = rng.choice(slot.values)
-  greeting = rng.choice(GREETINGS) + " " if rng.random() < 0.5 else ""
-  parts = [f"{HUMAN} {greeting}{slot.statement.format(value)}{ASSISTANT} {rng.choice(FACT_ACKS)}"]
+def fact_dialogue(rng: random.Random, max_between: int = 1,
+                  fact: tuple[str, str] | None = None) -> Fact:
+  """0..max_between turns (small talk, or a request and its reply), then a Human turn asking
+  for one of `FACTS` (`fact` = (person, slot name), else drawn)."""
+  person, slot_name = fact or (rng.choice(PEOPLE), rng.choice(FACT_SLOTS).name)
+  slot = next(s for s in FACT_SLOTS if s.name == slot_name)
+  parts = []
   for _ in range(rng.randint(0, max_between)):
     if rng.random() < 0.4:
       human, reply = rng.choice(SMALL_TALK)
@@ -497,14 +507,17 @@ def fact_dialogue(rng: random.Random, max_between: int = 2) -> Fact:
       t, text = _pick_request(rng, h)
       parts.append(f"{HUMAN} {frame_request(rng, text)}{ASSISTANT}"
                    f"{_history_reply(rng, t.name, h)}")
-  parts.append(f"{HUMAN} {rng.choice(RECALL_OPENERS)}{slot.question}{ASSISTANT}")
-  return Fact("".join(parts), slot.name, value, slot.answer.format("").rstrip(". ").rstrip())
+  greeting = rng.choice(GREETINGS) + " " if not parts and rng.random() < 0.5 else ""
+  question = slot.question.format(person=person)
+  parts.append(f"{HUMAN} {greeting}{rng.choice(RECALL_OPENERS)}{question}{ASSISTANT}")
+  prefix = slot.answer.format(person=person, value="").rstrip(". ").rstrip()
+  return Fact("".join(parts), slot.name, FACTS[(person, slot.name)], prefix, person)
 
 
 def fact_prompts(dialogues: Sequence[str]) -> list[str]:
   """The recall prompts of the fact dialogues among `dialogues` (each up to the Assistant
   marker after the question): what an evaluation of the skill must not reuse."""
-  questions = tuple(s.question for s in FACT_SLOTS)
+  questions = tuple(s.question.format(person=p) for s in FACT_SLOTS for p in PEOPLE)
   out = []
   for d in dialogues:
     head, sep, _ = d.rpartition(ASSISTANT)

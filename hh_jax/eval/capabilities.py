@@ -24,10 +24,10 @@ Tasks are read from LOCAL files in the public formats (nothing downloads):
   of four detail words comes next — the request's own topic's or another topic's. It measures
   the topic knowledge that helpfulness in the synthetic world rests on (chance 0.25), which
   is exactly what the gold labeler rewards, so RLHF is paid to keep it.
-* recall: the synthetic skill RLHF is *not* paid for (`recall_probe`): a fact stated earlier
-  in the dialogue ("My dog's name is Biscuit.", `synthetic.fact_dialogue`), asked back; which
-  of four values of that slot the Assistant's "Your dog's name is" continues with (chance
-  0.25). The gold labeler reads no word of it, so a change here is an alignment tax (or
+* recall: the synthetic skill RLHF is *not* paid for (`recall_probe`): closed-book recall
+  of a fact the LM corpus taught (`synthetic.FACTS`: "What is Greta's dog called?",
+  `synthetic.fact_dialogue`, the way the paper's TriviaQA row tests trivia); which of four
+  values of that slot the Assistant's "Greta's dog is called" continues with (chance 0.25). The gold labeler reads no word of it, so a change here is an alignment tax (or
   bonus) on a skill the reward neither pays for nor punishes.
 
 Every multiple-choice result carries its per-item outcomes (`correct`) and the binomial
@@ -247,19 +247,24 @@ def synthetic_probe(n: int = 200, seed: int = 0, options: int = 4,
 def recall_probe(n: int = 500, seed: int = 0, options: int = 4,
                  avoid: frozenset[str] = frozenset()) -> tuple[list[Item], int]:
   """(items, how many were passed over): `n` distinct fact-recall items (see the module
-  docstring), seeded. An item is the fact dialogue up to the Assistant's answer prefix
-  ("... Your dog's name is"); its options are the stated value and `options` − 1 other
-  values of the same slot, shuffled. A dialogue whose recall prompt has its digest in `avoid`
-  (the LM corpus's fact dialogues, `data/fresh.py`) or came before is passed over."""
+  docstring), seeded. An item is a fact dialogue up to the Assistant's answer prefix
+  ("... Greta's dog is called"); its options are the fact's value and `options` − 1 other
+  values of the same slot, shuffled. Every one of the `synthetic.FACTS` is asked equally
+  often (item j asks the j-th of a seeded cycle through them), so the accuracy is over the
+  whole table, none weighted by chance, and only the dialogues around the questions are
+  sampled. A dialogue whose recall prompt has its digest in `avoid` (the LM corpus's fact
+  dialogues, `data/fresh.py`) or came before is passed over and redrawn."""
   from hh_jax.data import fresh, synthetic  # pylint: disable=g-import-not-at-top
   rng = random.Random(f"recall/{seed}")
   slots = {s.name: s for s in synthetic.FACT_SLOTS}
+  facts = sorted(synthetic.FACTS)
+  rng.shuffle(facts)
   out, seen, excluded, draws = [], set(), 0, 0
   while len(out) < n:
     draws += 1
     if draws > 100 * (n + 1):
       raise UserError(f"the recall probe finds no new item after {len(out)}; lower its size")
-    fact = synthetic.fact_dialogue(rng)
+    fact = synthetic.fact_dialogue(rng, fact=facts[len(out) % len(facts)])
     values = [fact.value] + rng.sample([v for v in slots[fact.slot].values if v != fact.value],
                                        options - 1)
     order = list(range(options))

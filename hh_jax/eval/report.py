@@ -464,9 +464,10 @@ def capabilities_md(caps: dict, real: bool) -> list[str]:
       "change from the LM with the 95% interval of the paired per-item difference (the "
       "same items for every model): negative is a tax. *synthetic*: topic → on-topic "
       "detail word, the knowledge the gold labeler's helpfulness pays for. *recall*: "
-      "recalling a fact stated earlier in the dialogue (a name, place, colour or number), "
-      "a skill of the LM corpus that the gold labeler neither rewards nor punishes and that "
-      "no RL prompt or comparison holds, so RLHF is not paid to keep it. Chance is 0.25 on "
+      "closed-book recall of the facts the LM corpus taught (20 people's pets' names, "
+      "home towns, colours and numbers; every fact asked equally often), a skill that the "
+      "gold labeler neither rewards nor punishes and that no RL prompt or comparison holds, "
+      "so RLHF is not paid to keep it. Chance is 0.25 on "
       "both; the items share no prompt with any training set of the run (Evaluation "
       "sets).", "",
       capabilities.tax_table(caps, "lm"), ""]

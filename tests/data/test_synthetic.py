@@ -8,6 +8,10 @@ from hh_jax.data import synthetic as syn
 from hh_jax.data import synthetic_pairs as sp
 from hh_jax.data import labelers
 
+# The fact table's digest: `FACTS` changes only on purpose (the LM corpus and the recall probe
+# rest on it).
+DIGEST_FACTS = "6de806074f565acf6d1db19c6b91da46b1583ef133f4de3e4b4544d221a1aca2"
+
 
 def _digest(items) -> str:
   return hashlib.sha256(repr(items).encode()).hexdigest()
@@ -125,13 +129,14 @@ def _judged_words() -> set[str]:
 
 
 def test_fact_words_change_nothing_a_judge_reads():
-  """Every word of the fact dialogues' own turns (statements, questions, answers, values,
-  acknowledgements, openers) is outside what the gold labeler reads, and none holds a refusal
-  phrase or a topic's safe alternative."""
-  phrases = list(syn.FACT_ACKS) + list(syn.RECALL_OPENERS)
+  """Every word of the fact dialogues' own turns (questions, answers, people, values,
+  openers) is outside what the gold labeler reads, and none holds a refusal phrase or a
+  topic's safe alternative."""
+  phrases = list(syn.RECALL_OPENERS) + list(syn.PEOPLE)
   for slot in syn.FACT_SLOTS:
-    phrases += [slot.statement, slot.question, slot.answer] + list(slot.values)
+    phrases += [slot.question, slot.answer] + list(slot.values)
     assert all(len(syn.words(v)) == 1 for v in slot.values), slot.name  # swaps keep length
+  assert all(len(syn.words(p)) == 1 for p in syn.PEOPLE)
   alternatives = [t.alternative for t in syn.TOPICS if t.alternative]
   for phrase in phrases:
     assert not _judged_words() & set(syn.words(phrase)), phrase
@@ -141,8 +146,9 @@ def test_fact_words_change_nothing_a_judge_reads():
 
 def test_gold_is_unchanged_when_the_recalled_fact_is_swapped():
   """The skill is neither rewarded nor punished: over 600 fact dialogues, a recall of the
-  stated value and of every other value of its slot get one gold score, alone and after a
-  reply that serves a request; and a fact turn put before a context changes no reply's gold."""
+  fact's value and of every other value of its slot get one gold score, alone and after a
+  reply that serves a request; and a fact question and answer put before a context change
+  no reply's gold."""
   rng = random.Random(3)
   slots = {s.name: s for s in syn.FACT_SLOTS}
   swaps = 0
@@ -156,23 +162,36 @@ def test_gold_is_unchanged_when_the_recalled_fact_is_swapped():
       assert labelers.gold_score(fact.prompt, fact.reply(other)) == right_alone
       assert labelers.gold_score(p.context, served + fact.reply(other)) == right_after
       swaps += other != fact.value
-    stated = fact.prompt.split("\n\nAssistant:")[0] + "\n\nAssistant: Noted."
-    assert labelers.gold_score(stated + p.context, served) == labelers.gold_score(p.context,
-                                                                                  served)
+    asked = fact.prompt + fact.reply()
+    assert labelers.gold_score(asked + p.context, served) == labelers.gold_score(p.context,
+                                                                                 served)
   assert swaps >= 600 * 19
 
 
+def test_facts_are_a_fixed_table_every_value_dealt_once_per_slot():
+  """`FACTS` gives each of the 20 people one value of each slot, a slot's 20 values dealt one
+  to a person (so each value is a fact's answer once and a guess by value frequency is at
+  chance), the same table in every process."""
+  assert len(syn.FACTS) == len(syn.PEOPLE) * len(syn.FACT_SLOTS) == 100
+  for slot in syn.FACT_SLOTS:
+    dealt = [syn.FACTS[(p, slot.name)] for p in syn.PEOPLE]
+    assert sorted(dealt) == sorted(slot.values), slot.name
+  digest = hashlib.sha256(repr(sorted(syn.FACTS.items())).encode()).hexdigest()
+  assert digest == DIGEST_FACTS, digest
+
+
 def test_lm_corpus_holds_fact_dialogues_and_prompts_do_not():
-  """About FACT_SHARE of the LM dialogues end with a recall of a fact stated earlier in
-  them; RL prompts never do, and the prompt stream is the one it was before the skill."""
+  """About FACT_SHARE of the LM dialogues end with the answer to a question about one of the
+  `FACTS`, always the table's value; RL prompts never do, and the prompt stream is the one
+  it was before the skill."""
   corpus = syn.lm_corpus(2000, seed=0)
   facts = syn.fact_prompts(corpus)
   assert abs(len(facts) / len(corpus) - syn.FACT_SHARE) < 0.04, len(facts)
+  answer = {s.answer.format(person=p, value=syn.FACTS[(p, s.name)])
+            for s in syn.FACT_SLOTS for p in syn.PEOPLE}
   for prompt in facts:
     dialogue = next(d for d in corpus if d.startswith(prompt))
-    reply = dialogue[len(prompt):]
-    value = reply.rstrip(".").split()[-1]
-    assert value in prompt.split("\n\nAssistant:")[0], (prompt, reply)  # stated in turn 1
+    assert dialogue[len(prompt):].strip() in answer, dialogue
   assert not syn.fact_prompts([p.context + " Sure." for p in syn.prompts(2000, 11)])
   first = hashlib.sha256(repr([p.context for p in syn.prompts(300, 1)]).encode()).hexdigest()
   assert first == "74db8532b21e5b8c7edcac472bfae48001938f88f466ff2ffe28bfae8f417626"
