@@ -45,6 +45,10 @@ def get_config(arg=None):
   c.online.rs_policy = "initial"
   c.online.label_temperature = 0.5  # the simulated labeler's Bradley-Terry noise
   c.online.human_files = ""  # one hh-rlhf jsonl of human judgments per iteration, instead
+  # A PM run that labels the comparisons (its order; its ties dropped) and judges the loop's
+  # Elo instead of the synthetic gold labeler: on real data the paper's test PM, a PM of
+  # comparisons no policy was trained against (in the pipeline "pm_test" names its own).
+  c.online.judge = ""
   c.online.test_fraction = 0.2  # of each iteration's comparisons: its test split
   c.online.elo_prompts = 128
   c.online.elo_seed = 4242

@@ -3,7 +3,9 @@
 --config.pm.data.eval_files=PATH`), `,runlocal=True` for tests. `:hh` trains on nothing
 synthetic: the LM and distillation read the train files' transcripts, RS and PPO their
 contexts, no PMP without a dump; online iterations (`iterations=N`) need people's judgments
-(`--config.online.online.human_files`) and stop in one line otherwise; its report is judged by
+(`--config.online.online.human_files`) or the test PM as their labeler
+(`--config.online.online.judge=pm_test` with `--config.online.ppo_stage.prompts.files`) and
+stop in one line otherwise; its report is judged by
 the test PM and names anything synthetic (`hh_jax/eval/provenance.py`, `docs/pipeline.md`).
 
 LM → PMP → PM → rejection sampling → context distillation → PPO → online iterations → report,

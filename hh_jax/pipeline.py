@@ -105,6 +105,8 @@ def stage_config(config, name: str, workdir: str):
     if name == "online":  # its iterations' PM and PPO stages are `online.pm_stage` / `.ppo_stage`
       cfg.online.pm_init_workdir = src["lm"]
       cfg.online.deploy = src["deploy"]  # the first iteration collects on the PPO policy
+      if cfg.online.judge == provenance.JUDGE_PM:  # the run's own test PM labels and judges
+        cfg.online.judge = files.join(workdir, provenance.JUDGE_PM)
   return cfg
 
 

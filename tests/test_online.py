@@ -208,3 +208,30 @@ def test_pm_accuracy_values_and_wilson_interval(tmp_path, monkeypatch):
   assert half["accuracy"] == pytest.approx(2.5 / 4) and half["pm_ties"] == 1
   assert half["lo"] < 2.5 / 4 < half["hi"]
   assert online.pair_accuracy([], []) is None
+
+
+class _LengthScorer:
+  """A stand-in judge PM: a response's score is its word count (so it disagrees with gold)."""
+
+  def score(self, contexts, responses):
+    return np.asarray([float(len(r.split())) for r in responses], np.float64)
+
+
+def test_a_judge_pm_labels_by_its_scores_and_its_ties_are_dropped():
+  """On real data (`online.judge`) the judge's order is the label, never the gold labeler's;
+  its ties are dropped and counted as the judge's."""
+  from hh_jax.data import labelers  # pylint: disable=g-import-not-at-top
+  from hh_jax.eval import elo  # pylint: disable=g-import-not-at-top
+  from hh_jax.rl import online  # pylint: disable=g-import-not-at-top
+  judge = elo.ScoreJudge(_LengthScorer(), "pm_test")
+  long_bad = " asdf asdf asdf asdf asdf asdf asdf asdf"  # gold prefers GOOD, the judge this
+  assert labelers.gold_score(GUITAR, GOOD) > labelers.gold_score(GUITAR, long_bad)
+  contexts = [GUITAR] * 4
+  a = [GOOD, " one two", " x", ""]
+  b = [long_bad, " three four", " x y", GOOD]
+  pairs, counts = online.label_comparisons(contexts, a, b, 0.0, random.Random(0), judge)
+  assert [(p.chosen, p.rejected) for p in pairs] == [(long_bad, GOOD), (" x y", " x")]
+  assert {p.source for p in pairs} == {"judge-pm_test"}
+  assert (counts["pairs_drawn"], counts["skipped_identical"], counts["judge_ties"]) == (4, 1, 1)
+  assert "gold_ties" not in counts and online.ties(counts) == 1
+  assert counts["labels"] == "pm_test judge's order"

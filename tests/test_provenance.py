@@ -58,3 +58,22 @@ def test_hh_report_names_every_synthetic_part():
   note = "\n".join(provenance.report_note(c))
   assert "synthetic dialogues" in note and "synthetic StackExchange" in note
   assert provenance.report_note(pipeline_config.get_config("tiny,runlocal=True")) == []
+
+
+def test_hh_online_loop_labelled_by_the_test_pm(tmp_path):
+  """`online.judge=pm_test`: the run's test PM labels the loop's comparisons (no gold), on
+  prompts of a file of their own, and the report says who labelled and judged them."""
+  from hh_jax import pipeline  # pylint: disable=g-import-not-at-top
+  c = _hh("hh,runlocal=True,iterations=1")
+  c.online.online.judge = provenance.JUDGE_PM
+  with pytest.raises(UserError, match="online.ppo_stage.prompts.files"):
+    main.run(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+  c.online.ppo_stage.prompts.files = "online_prompts.jsonl"
+  provenance.check(c)
+  assert provenance.online_judge(c) == provenance.JUDGE_PM
+  note = "\n".join(provenance.report_note(c))
+  assert "labelled by the order of `pm_test`'s scores" in note
+  online = pipeline.stage_config(c, "online", str(tmp_path / "run"))
+  assert online.online.judge == str(tmp_path / "run" / provenance.JUDGE_PM)
+  assert online.ppo_stage.prompts.files == "online_prompts.jsonl"  # not the train files

@@ -6,8 +6,8 @@ replayed pairs, and the report's gold-judged tables). Real data must never fall 
 synthetic world silently, so the pipeline asks here before anything trains:
 
 * `check(config)` stops a real-data run with one line where the synthetic gold labeler would
-  make its labels (the online loop without people's judgments): those labels would train the
-  next PMs and policies.
+  make its labels (the online loop with neither people's judgments nor a judge PM,
+  `online.judge`): those labels would train the next PMs and policies.
   It also stops a real-data run that names no hh-rlhf files to train and evaluate on.
 * `synthetic_parts(config)` lists the rest, which `report.md` states at its top with what to
   pass instead. A real-data report judges nothing with the synthetic labeler: its Elo and
@@ -54,12 +54,28 @@ def check(config) -> None:
                     "prompts: pass --config.pm.data.eval_files=PATH (e.g. the subset's "
                     "test.jsonl.gz), sharing no conversation with the train files")
   o = config.online.online if "online" in config else None
-  if _online_iterations(config) > 0 and not o.human_files:
+  if _online_iterations(config) > 0 and not o.human_files and not o.get("judge"):
     raise UserError(
         f"configs/pipeline.py:{config.preset}: the online loop would label its comparisons with "
         "the synthetic gold labeler; pass --config.online.online.human_files=FILE[,FILE...] "
         "(people's judgments in the hh-rlhf format, one file per iteration: "
-        "python -m hh_jax.feedback collects them) or --config.online.online.iterations=0")
+        f"python -m hh_jax.feedback collects them), --config.online.online.judge={JUDGE_PM} "
+        "(the test PM labels them) or --config.online.online.iterations=0")
+  if (_online_iterations(config) > 0 and not o.human_files
+      and not config.online.ppo_stage.prompts.files):
+    raise UserError(
+        f"configs/pipeline.py:{config.preset}: the online loop collects comparisons on prompts "
+        "no PM of the run trained on, and every context of pm.data.train_files trains the PM "
+        "or the test PM; pass --config.online.ppo_stage.prompts.files=PATH (hh-rlhf "
+        "conversations apart from the train and eval files)")
+
+
+def online_judge(config) -> str:
+  """The online loop's labeler on a real-data run: "human", the judge PM's name, or ""."""
+  if _online_iterations(config) == 0:
+    return ""
+  o = config.online.online
+  return "human" if o.human_files else str(o.get("judge") or "")
 
 
 def synthetic_parts(config) -> list[str]:
@@ -95,7 +111,7 @@ def left_out() -> list[str]:
   """The sections of the synthetic report that only the synthetic gold labeler can score:
   a real-data report leaves them out (it has no gold score of a real reply)."""
   return ["PPO's and best-of-n's gold scores (and the best-of-k gold table)",
-          "the online loop's gold-judged table", "the synthetic topic and recall probes"]
+          "the online policies' gold scores", "the synthetic topic and recall probes"]
 
 
 def report_note(config) -> list[str]:
@@ -108,7 +124,20 @@ def report_note(config) -> list[str]:
           f"**Judging.** No section is judged by the synthetic gold labeler. The Elo and the "
           f"helpful/harmless tables are judged by the test PM (`{JUDGE_PM}`, trained on the "
           "half of the comparisons the train PM never saw). Left out, as only the synthetic "
-          "gold labeler could score them: " + "; ".join(left_out()) + ".", ""]
+          "gold labeler could score them: " + "; ".join(left_out()) + "."
+          + _online_note(config), ""]
 
 
-__all__ = ["check", "synthetic_parts", "left_out", "report_note", "is_real", "JUDGE_PM"]
+def _online_note(config) -> str:
+  judge = online_judge(config)
+  if not judge or judge == "human":
+    return (" The online loop's comparisons are people's judgments (`online.human_files`)."
+            if judge else "")
+  return (f" The online loop's comparisons are labelled by the order of `{judge}`'s scores "
+          "(`online.judge`), and its table is judged by it: its later PMs and policies learn "
+          "that judge's preferences, so its Elo of the online policies flatters them more "
+          "than the test PM's Elo of the offline ones.")
+
+
+__all__ = ["check", "synthetic_parts", "left_out", "report_note", "is_real", "JUDGE_PM",
+           "online_judge"]

@@ -108,14 +108,15 @@ def _accuracy_cell(acc) -> str:
 
 
 def online_rows(record: dict) -> list[dict]:
-  """One row per online iteration for report.md: comparisons, gold ties dropped, the new PM's
-  accuracy on its own and the first test split, the policy's gold score and Elo."""
+  """One row per online iteration for report.md: comparisons, ties dropped (by the gold
+  labeler, or the judge PM on real data), the new PM's accuracy on its own and the first test
+  split, the policy's gold score and Elo."""
   rows = []
   for e in record["iterations"]:
     mine = {x["name"]: x for x in e["elo"]}.get(online_lib.policy_name(e["iteration"]), {})
-    ties = e.get("labels", {}).get("gold_ties")
+    ties = online_lib.ties(e.get("labels", {}))
     rows.append({"iteration": str(e["iteration"]), "comparisons": str(e["comparisons"]),
-                 "gold_ties": "–" if ties is None else str(ties),
+                 "ties": "–" if ties is None else str(ties),
                  "pm_acc_own": _accuracy_cell(e["pm_accuracy"].get(f"iter_{e['iteration']}")),
                  "pm_acc_first": _accuracy_cell(e["pm_accuracy"].get("iter_1")),
                  "gold_final": math.nan if e["ppo"].get("gold_final") is None
@@ -124,6 +125,14 @@ def online_rows(record: dict) -> list[dict]:
                  "elo_interval": f"[{mine.get('lo', math.nan):.0f}, "
                                  f"{mine.get('hi', math.nan):.0f}]"})
   return rows
+
+
+def online_judge_name(record: dict) -> str:
+  """Who labelled the online comparisons and judged the loop's Elo, from its record."""
+  labels = (record["iterations"][0].get("labels") or {}) if record["iterations"] else {}
+  if "judge_ties" in labels:
+    return f"judge PM `{labels['labels'].split(' judge')[0]}`"
+  return "people" if labels.get("labels") == "human" else "gold labeler"
 
 
 def pm_table(contexts, responses: dict[str, list[str]], pm_dirs: dict[str, str],
@@ -346,13 +355,15 @@ def write_report(config, workdir: str, srcs: dict) -> dict:
   md += report_plots.train_vs_test_md(
       figs, pm_table_md(scores, {n: stds[n] for n in halves}, against, stops))
   if record["iterations"]:
+    labeler = online_judge_name(record)
     md += ["## Online iterations", "",
-           "Gold ties (pairs whose two responses the gold labeler scores equally) are dropped "
+           f"Ties (pairs whose two responses the {labeler} scores equally) are dropped "
            "from the comparisons, so PM accuracy is on non-tied held-out pairs and 1 is "
-           "attainable; in brackets its Wilson 95% interval, then the number of pairs.", ""]
-    md += [_md_table(online_rows(record), ["iteration", "comparisons", "gold_ties",
-                                           "pm_acc_own", "pm_acc_first", "gold_final", "elo",
-                                           "elo_interval"]), ""]
+           "attainable; in brackets its Wilson 95% interval, then the number of pairs. Elo: "
+           f"the loop's own, judged by the {labeler} on its own prompts.", ""]
+    md += [_md_table(online_rows(record), ["iteration", "comparisons", "ties",
+                                           "pm_acc_own", "pm_acc_first"]
+                     + ([] if real else ["gold_final"]) + ["elo", "elo_interval"]), ""]
   md += [f"## Elo ({judge.name} judge, fresh prompts)", "",
          f"{rep['bootstrap_units']} prompts"
          + (" of the held-out hh-rlhf file" if real else "") +

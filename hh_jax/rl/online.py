@@ -9,7 +9,9 @@ Each iteration i, in `WORKDIR/iter_<i>/`:
      initial policy's samples, as the paper's RS models drew from the context-distilled
      LM: `online.rs_policy`) and earlier policies, labeled by the gold labeler with
      Bradley-Terry noise (pairs whose gold scores tie dropped and counted in
-     comparisons_labels.json), or read from a human-judgment file in the hh-rlhf format;
+     comparisons_labels.json), or on real data by the order of a judge PM's scores
+     (`online.judge`, the pipeline's test PM; its ties dropped), or read from a
+     human-judgment file in the hh-rlhf format;
   2. pm/: a PM stage trained on the old comparisons (the configured PM data) plus every
      comparisons.jsonl so far, starting from the previous iteration's PM
      (`online.pm_warm_start`, the default: a small laptop budget then still accumulates) or
@@ -17,7 +19,7 @@ Each iteration i, in `WORKDIR/iter_<i>/`:
   3. ppo/: a PPO stage from the initial policy (`init.workdir`) against that PM;
   4. one entry appended to `online_record.json`: comparisons added (and the labels' counts),
      the new PM's accuracy on its own and every earlier test split (non-tied pairs, Wilson
-     95% interval), the PPO result, and the Elo of every policy so far (gold judge,
+     95% interval), the PPO result, and the Elo of every policy so far (gold or judge PM,
      prompt-bootstrap intervals) on fixed evaluation prompts; `elo.json` adds each policy's
      paired head-to-head with the one deployed before it.
 Every prompt set is kept apart from the run's other kind (`hh_jax.data.fresh`): the
@@ -49,6 +51,8 @@ from hh_jax.model import params as params_lib
 from hh_jax.model import sampling
 from hh_jax.parallel import mesh as mesh_lib
 from hh_jax.data import labelers
+from hh_jax.data.markers import HUMAN
+from hh_jax.data.pairs import Pair
 from hh_jax.rl import prompts as prompts_lib
 from hh_jax.rl import reward
 
@@ -146,27 +150,65 @@ def best_of_k(scorer, contexts: Sequence[str], candidates: Sequence[Sequence[str
 
 
 def label_comparisons(contexts: Sequence[str], responses_a: Sequence[str],
-                      responses_b: Sequence[str], temperature: float, rng: random.Random
-                      ) -> tuple[list, dict]:
-  """(gold-labelled pairs, what happened to each drawn pair) for the online comparisons.
+                      responses_b: Sequence[str], temperature: float, rng: random.Random,
+                      judge: elo_lib.ScoreJudge | None = None) -> tuple[list, dict]:
+  """(labelled pairs, what happened to each drawn pair) for the online comparisons.
 
-  A pair with an empty response or the same text twice is skipped; a pair whose gold scores
-  tie is dropped and counted (`labelers.label_pair`): a tie carries no preference, and a
-  coin-flip label would cap the PM's attainable accuracy (at ~0.85 with 30% ties). The rest
-  are labelled by Bradley-Terry at `temperature` (0: the gold order).
+  A pair with an empty response or the same text twice is skipped; a pair whose scores tie
+  is dropped and counted (`labelers.label_pair`): a tie carries no preference, and a
+  coin-flip label would cap the PM's attainable accuracy (at ~0.85 with 30% ties).
+  Without `judge`, the gold labeler labels by Bradley-Terry at `temperature` (0: the gold
+  order; ties counted as `gold_ties`). With `judge` (a PM run on real data, `online.judge`)
+  the label is the judge's order, its scores scored in one batched call; ties within
+  `labelers.TIE_TOLERANCE` counted as `judge_ties`.
   """
-  pairs, counts = [], {"labels": f"gold, temperature {temperature:g}",
-                       "pairs_drawn": len(contexts), "skipped_identical": 0, "gold_ties": 0}
+  name = judge.name if judge is not None else "gold"
+  pairs, counts = [], {"labels": (f"{name} judge's order" if judge is not None
+                                  else f"gold, temperature {temperature:g}"),
+                       "pairs_drawn": len(contexts), "skipped_identical": 0,
+                       f"{'judge' if judge is not None else 'gold'}_ties": 0}
+  kept = []
   for ctx, ra, rb in zip(contexts, responses_a, responses_b):
     if not ra.strip() or not rb.strip() or ra.strip() == rb.strip():
       counts["skipped_identical"] += 1
+    else:
+      kept.append((ctx, ra, rb))
+  if judge is None:
+    for ctx, ra, rb in kept:
+      pair = labelers.label_pair(ctx, ra, rb, temperature, rng)
+      if pair is None:
+        counts["gold_ties"] += 1
+      else:
+        pairs.append(pair)
+    return pairs, counts
+  ctxs = [k[0] for k in kept]
+  sa = judge.scores(ctxs, [k[1] for k in kept])  # [n]
+  sb = judge.scores(ctxs, [k[2] for k in kept])  # [n]
+  for (ctx, ra, rb), x, y in zip(kept, sa, sb):
+    if labelers.is_tie(x, y):
+      counts["judge_ties"] += 1
       continue
-    pair = labelers.label_pair(ctx, ra, rb, temperature, rng)
-    if pair is None:
-      counts["gold_ties"] += 1
-      continue
-    pairs.append(pair)
+    chosen, rejected = (ra, rb) if x > y else (rb, ra)
+    pairs.append(Pair(ctx, chosen, rejected, ctx.count(HUMAN), f"judge-{name}"))
   return pairs, counts
+
+
+def ties(counts: dict) -> int | None:
+  """The pairs dropped as ties by whichever labeler made the labels (None: not counted)."""
+  return counts.get("gold_ties", counts.get("judge_ties"))
+
+
+def judge_of(o) -> elo_lib.ScoreJudge:
+  """The loop's labeler and Elo judge: `online.judge`'s PM (on real data, the pipeline's test
+  PM: a PM of comparisons no policy of the run was trained against) or the synthetic world's
+  gold labeler."""
+  if o.get("judge"):
+    path = files.abspath(o.judge)
+    if not files.exists(files.join(path, "reward_stats.json")):
+      raise UserError(f"online.judge={o.judge} is not a finished PM run (no reward_stats.json); "
+                      "point it at a PM workdir")
+    return elo_lib.PMJudge(path, name=path.rstrip("/").rsplit("/", 1)[-1])
+  return elo_lib.GoldJudge()
 
 
 def labels_path(comparisons_path: str) -> str:
@@ -226,7 +268,8 @@ def collect(c, policies: Policies, deployed: dict, pm_dir: str, iteration: int,
       for j, r in zip(rows, policies.respond(wd, [contexts[j] for j in rows],
                                              jax.random.fold_in(key, 2 + n))):
         b[j] = r[0]
-    new, labels = label_comparisons(contexts, a, b, o.label_temperature, rng)
+    new, labels = label_comparisons(contexts, a, b, o.label_temperature, rng,
+                                    judge_of(o) if o.get("judge") else None)
   held, train = hh_rlhf.hold_out_contexts(new, round(o.test_fraction * len(new)),
                                           f"online/{iteration}")
   counts = {**labels, "comparisons": len(train), "test_comparisons": len(held)}
@@ -250,7 +293,8 @@ def prompt_fit(c, policy_dir: str) -> prompts_lib.PromptFit:
   tok = tok_lib.Tokenizer.load(files.join(policy_dir, tok_lib.FILENAME))
   return prompts_lib.PromptFit(
       tok, seq - new, f"pm_stage.data.seq_len {seq} - ppo_stage.sampling.max_new_tokens {new}",
-      "lower ppo_stage.sampling.max_new_tokens or raise pm_stage.data.seq_len")
+      "lower ppo_stage.sampling.max_new_tokens or raise pm_stage.data.seq_len",
+      skip_too_long=c.ppo_stage.prompts.source == "hh_rlhf")  # as the PPO stage's own draw
 
 
 def pair_accuracy(chosen_scores, rejected_scores, confidence: float = 0.95) -> dict | None:
@@ -282,8 +326,9 @@ def pm_accuracy(pm_dir: str, path: str, mesh) -> dict | None:
 
 
 def elo_table(c, policies: Policies, deployed: dict, workdir: str) -> dict:
-  """Elo of every deployed policy by the gold judge on fixed prompts (responses cached),
-  prompt-bootstrap intervals, and each policy's paired head-to-head with the one before."""
+  """Elo of every deployed policy by the loop's judge (`judge_of`: gold, or `online.judge`'s
+  PM) on fixed prompts (responses cached), prompt-bootstrap intervals, and each policy's
+  paired head-to-head with the one before."""
   o = c.online
   prompt_cfg = copy.deepcopy(c.ppo_stage.prompts)
   # Drawn once, fresh (no training context of the run) and whole, then kept: later
@@ -300,13 +345,13 @@ def elo_table(c, policies: Policies, deployed: dict, workdir: str) -> dict:
       files.write_json(path, contexts)
   responses = policies.respond_all(deployed, contexts, o.elo_seed,
                                    files.join(workdir, "responses"))
-  judge = elo_lib.GoldJudge()
+  judge = judge_of(o)
   games = elo_lib.play(contexts, responses, judge)
-  gold = {m: judge.scores(contexts, rs) for m, rs in responses.items()}  # [n] each
-  rep = elo_lib.report(games, reference=INITIAL, judge="gold", seed=o.seed)
-  for row in rep["models"]:
-    row["gold"] = float(np.mean(gold[row["name"]]))
-  rep["head_to_head"] = elo_lib.head_to_heads(gold, elo_lib.consecutive(list(responses)),
+  judged = {m: judge.scores(contexts, rs) for m, rs in responses.items()}  # [n] each
+  rep = elo_lib.report(games, reference=INITIAL, judge=judge.name, seed=o.seed)
+  for row in rep["models"]:  # the mean score under the judge ("gold" for the gold labeler)
+    row[judge.name] = float(np.mean(judged[row["name"]]))
+  rep["head_to_head"] = elo_lib.head_to_heads(judged, elo_lib.consecutive(list(responses)),
                                               contexts, seed=o.seed)
   return rep
 
@@ -383,7 +428,7 @@ def run(config, workdir: str):
       print(f"online: iteration {i} comparisons {counts}", flush=True)
       if not counts["comparisons"]:
         print(f"online: iteration {i} kept no comparisons (of {counts['pairs_drawn']} pairs "
-              f"drawn, {counts['gold_ties']} gold ties, {counts['skipped_identical']} empty or "
+              f"drawn, {ties(counts)} ties, {counts['skipped_identical']} empty or "
               "identical); its PM trains on the earlier data only", flush=True)
     comparison_files.append(comp)
     test_files.append(test)
@@ -432,5 +477,5 @@ def run(config, workdir: str):
   return record.data
 
 
-__all__ = ["run", "Record", "collect", "label_comparisons", "best_of_k", "pair_accuracy",
+__all__ = ["run", "Record", "collect", "label_comparisons", "judge_of", "ties", "best_of_k", "pair_accuracy",
            "pm_accuracy", "elo_table"]
