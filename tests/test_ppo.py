@@ -421,10 +421,12 @@ def test_value_starts_on_the_reward_scale(runs):
             float(np.std(jax.device_get(out["scores"]))))
 
   loss, off, std = first_iteration(0.0)
-  # Measured: loss 0.235-0.92, |mean V - mean R| 0.14-0.86, reward std 0.40-0.71 (the batch's
+  # Measured: loss 0.235-0.92, |mean V - mean R| 0.14-1.09, reward std 0.40-0.71 (the batch's
   # reward variance can sit below the loss: this barely trained PM reads the inner positions
-  # V uses as noise). Both stay within the normalized score's unit variance.
-  assert 0 < loss <= 1.0 and off <= 1.0, (loss, off, std)
+  # V uses as noise; 1.09 since the LM corpus took its fact dialogues). The loss stays within
+  # the normalized score's unit variance, V's mean within 1.5 of its units; unfolded (below)
+  # they are 3 and 2.4, and hundreds with the raw scores shifted.
+  assert 0 < loss <= 1.0 and off <= 1.5, (loss, off, std)
   loss40, off40, std40 = first_iteration(40.0)
   assert (loss40, off40, std40) == pytest.approx((loss, off, std), rel=1e-3)
   raw_loss, raw_off, _ = first_iteration(0.0, fold=False)  # 3.0 and 2.4
