@@ -34,7 +34,7 @@ def test_online_rows_show_ties_and_accuracy_intervals():
 def test_online_rows_count_the_judge_pms_ties_on_real_data():
   record = {"iterations": [
       {"iteration": 1, "comparisons": 40, "labels": {"labels": "pm_test judge's order",
-                                                      "judge_ties": 3},
+                                                      "judge_ties": 3, "judge": "pm_test"},
        "pm_accuracy": {}, "ppo": {}, "elo": []}]}
   assert report.online_rows(record)[0]["ties"] == "3"
   assert report.online_judge_name(record) == "judge PM `pm_test`"

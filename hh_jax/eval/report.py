@@ -130,8 +130,8 @@ def online_rows(record: dict) -> list[dict]:
 def online_judge_name(record: dict) -> str:
   """Who labelled the online comparisons and judged the loop's Elo, from its record."""
   labels = (record["iterations"][0].get("labels") or {}) if record["iterations"] else {}
-  if "judge_ties" in labels:
-    return f"judge PM `{labels['labels'].split(' judge')[0]}`"
+  if "judge" in labels:
+    return f"judge PM `{labels['judge']}`"
   return "people" if labels.get("labels") == "human" else "gold labeler"
 
 

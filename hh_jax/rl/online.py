@@ -166,7 +166,8 @@ def label_comparisons(contexts: Sequence[str], responses_a: Sequence[str],
   pairs, counts = [], {"labels": (f"{name} judge's order" if judge is not None
                                   else f"gold, temperature {temperature:g}"),
                        "pairs_drawn": len(contexts), "skipped_identical": 0,
-                       f"{'judge' if judge is not None else 'gold'}_ties": 0}
+                       f"{'judge' if judge is not None else 'gold'}_ties": 0,
+                       **({"judge": name} if judge is not None else {})}
   kept = []
   for ctx, ra, rb in zip(contexts, responses_a, responses_b):
     if not ra.strip() or not rb.strip() or ra.strip() == rb.strip():
